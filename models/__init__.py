@@ -1,0 +1,39 @@
+"""Flax models of GPT-2, GPT-NeoX (Pythia) and GPT-Neo behind one forward contract.
+
+    logits, trace = forward(cfg, params, tokens, mask, edits, record)
+
+See `models.contract` for the contract, `models.transformer` for the shared block, and one file per
+family (`gpt2`, `gpt_neox`, `gpt_neo`) for what differs and how HF checkpoints convert.
+"""
+
+from models.api import LoadedModel, load, random_model, validate_tokens
+from models.checkpoint import CheckpointNotFound
+from models.config import ModelConfig
+from models.contract import Edits, Record, Trace
+from models.convert import ConversionError
+from models.families import config_from_hf, published_hf_config, tiny_hf_config
+from models.tokens import Tokens, tokenize
+from models.transformer import embed, forward, init_params, run_blocks, unembed
+
+__all__ = [
+    "CheckpointNotFound",
+    "ConversionError",
+    "Edits",
+    "LoadedModel",
+    "ModelConfig",
+    "Record",
+    "Tokens",
+    "Trace",
+    "config_from_hf",
+    "embed",
+    "forward",
+    "init_params",
+    "load",
+    "published_hf_config",
+    "random_model",
+    "run_blocks",
+    "tiny_hf_config",
+    "tokenize",
+    "unembed",
+    "validate_tokens",
+]

@@ -1,0 +1,127 @@
+"""`models.load`: a checkpoint in, a ready model out.
+
+model = models.load("gpt2")                     # hub name: download, or the HF cache offline
+model = models.load("EleutherAI/pythia-160m", revision="step143000")
+model = models.load("/path/to/folder")          # config.json + model.safetensors
+toks = model.tokenize(["Thank you so much!"], prepend_bos=False)
+logits, trace = model.forward(toks, record=Record.residuals())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models import checkpoint, families, param_cache
+from models.config import ModelConfig
+from models.contract import Edits, Record, Trace
+from models.tokens import Tokens, tokenize
+from models.transformer import forward as _forward
+from models.transformer import init_params
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model ready to run: its config, params (stacked, see models.transformer), tokenizer (None
+    for random-weight models) and where it came from."""
+
+    config: ModelConfig
+    params: Any
+    tokenizer: Any = None
+    source: str = ""
+    revision: str | None = None
+    cache_key: str | None = None
+
+    def tokenize(self, texts: list[str], prepend_bos: bool, **kw) -> Tokens:
+        if self.tokenizer is None:
+            raise ValueError(f"{self.source or 'this model'} has no tokenizer; pass token ids")
+        return tokenize(self.tokenizer, texts, prepend_bos, self.config.bos_token_id, **kw)
+
+    def forward(
+        self,
+        tokens,
+        mask=None,
+        edits: Edits | None = None,
+        record: Record = Record(),
+        vocab_ids=None,
+    ) -> tuple[jnp.ndarray | None, Trace]:
+        """(logits, trace); `tokens` is a `Tokens` or [batch, pos] ids (then `mask` optional)."""
+        if isinstance(tokens, Tokens):
+            tokens, mask = tokens.ids, tokens.mask
+        tokens = jnp.asarray(tokens, jnp.int32)
+        validate_tokens(self.config, tokens)
+        if mask is not None:
+            mask = jnp.asarray(mask, bool)
+        return _forward(self.config, self.params, tokens, mask, edits, record, vocab_ids)
+
+
+def validate_tokens(cfg: ModelConfig, tokens):
+    """Token ids must index the vocabulary and fit the context (checked on the host)."""
+    t = np.asarray(tokens)
+    if t.ndim != 2:
+        raise ValueError(f"tokens have shape {t.shape}; expected [batch, pos]")
+    if t.size and (t.min() < 0 or t.max() >= cfg.d_vocab):
+        raise ValueError(f"token ids span [{t.min()}, {t.max()}]; d_vocab is {cfg.d_vocab}")
+    if cfg.positional == "learned" and t.shape[1] > cfg.n_ctx:
+        raise ValueError(
+            f"{t.shape[1]} tokens exceed the context length n_ctx={cfg.n_ctx} of "
+            f"{cfg.name or cfg.family}; truncate the input"
+        )
+
+
+def load(
+    source: str,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    strict_config: bool = True,
+    use_param_cache: bool = True,
+    with_tokenizer: bool = True,
+) -> LoadedModel:
+    """Load a GPT-2 / GPT-NeoX (Pythia) / GPT-Neo checkpoint from a folder or a hub name.
+
+    Raises `checkpoint.CheckpointNotFound` (a ValueError) with where it looked when the weights
+    are absent, and `convert.ConversionError` for an unsupported architecture or a checkpoint
+    that does not match its config.
+    """
+    folder = checkpoint.resolve(source, revision=revision, cache_dir=cache_dir)
+    hf = checkpoint.read_config(folder)
+    family = families.family_for(hf, str(folder / "config.json"))
+    cfg = family.config_from_hf(hf, name=str(source), strict=strict_config)
+    key = param_cache.cache_key(checkpoint.fingerprint(folder)) if use_param_cache else None
+    params = param_cache.restore(key) if key else None
+    if params is None:
+        params = family.convert(checkpoint.read_weights(folder), cfg)
+        if key:
+            param_cache.save(key, params)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    tokenizer = _tokenizer(folder) if with_tokenizer else None
+    return LoadedModel(cfg, params, tokenizer, str(source), revision, key)
+
+
+def _tokenizer(folder):
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def random_model(name_or_config, seed: int = 0, tokenizer=None) -> LoadedModel:
+    """A model of a published shape ('gpt2', 'pythia-160m', 'gpt-neo-125m', ...), of a config.json
+    dict, or of a ModelConfig, with random weights (normal 0.02): for tests and benchmarks."""
+    if isinstance(name_or_config, ModelConfig):
+        cfg = name_or_config
+    else:
+        hf = (
+            name_or_config
+            if isinstance(name_or_config, dict)
+            else families.published_hf_config(name_or_config)
+        )
+        label = name_or_config if isinstance(name_or_config, str) else hf.get("model_type", "")
+        cfg = families.config_from_hf(hf, name=f"random {label}")
+    params = init_params(cfg, jax.random.key(seed))
+    return LoadedModel(cfg, params, tokenizer, cfg.name, None, None)

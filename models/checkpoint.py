@@ -1,0 +1,167 @@
+"""Finding and reading Hugging Face checkpoints, with no torch at run time.
+
+A source is a local folder (config.json + model.safetensors, sharded or not, or an old
+pytorch_model.bin) or a hub name. Hub names resolve through huggingface_hub as users expect:
+downloaded when the hub is reachable, read from the HF cache when it is not (or when
+HF_HUB_OFFLINE=1). `.bin` files are read only with `torch.load(weights_only=True)`: never
+unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+WEIGHT_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json"]
+TOKENIZER_PATTERNS = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+]
+BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+
+# Canonical hub ids the study's short names redirect to; the cache may hold either spelling.
+ALIASES = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+}
+
+
+class CheckpointNotFound(ValueError):
+    """No weights where the user pointed, nor in the cache, nor on a reachable hub."""
+
+
+def _candidates(name: str) -> list[str]:
+    out = [name]
+    if name in ALIASES:
+        out.append(ALIASES[name])
+    for short, full in ALIASES.items():
+        if name == full:
+            out.append(short)
+    return out
+
+
+def resolve(source: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
+    """A local folder holding config.json for `source` (a folder or a hub name)."""
+    path = Path(os.path.expanduser(str(source)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointNotFound(
+                f"folder {path} has no config.json; point at a folder saved with "
+                "save_pretrained (config.json + model.safetensors)"
+            )
+        return path
+    if path.suffix in (".json", ".safetensors", ".bin") or str(source).startswith((".", "/", "~")):
+        raise CheckpointNotFound(
+            f"{source} is not a folder; pass the folder that holds config.json + model.safetensors"
+        )
+    from huggingface_hub import constants, snapshot_download
+
+    cache = cache_dir or constants.HF_HUB_CACHE
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
+    tried = []
+    for name in _candidates(str(source)):
+        for local_only in [True] if offline else [False, True]:
+            try:
+                folder = snapshot_download(
+                    name,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    allow_patterns=WEIGHT_PATTERNS + TOKENIZER_PATTERNS + BIN_PATTERNS,
+                    local_files_only=local_only,
+                )
+            except Exception as e:  # noqa: BLE001 - every hub failure means "look elsewhere"
+                tried.append(f"{name} ({'cache' if local_only else 'hub'}: {type(e).__name__})")
+                continue
+            folder = Path(folder)
+            if (folder / "config.json").is_file():
+                return folder
+            tried.append(f"{name} (cache: no config.json)")
+    rev = f" at revision {revision}" if revision else ""
+    raise CheckpointNotFound(
+        f"no checkpoint for {source!r}{rev}: not a local folder, not in the HF cache {cache}, "
+        f"hub {'offline' if offline else 'unreachable'} (tried {'; '.join(tried)}); download it "
+        "where the hub is reachable (huggingface-cli download NAME) or pass a local folder "
+        "with config.json + model.safetensors"
+    )
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointNotFound(f"{folder}/config.json cannot be read: {e}") from e
+
+
+def weight_files(folder: Path) -> tuple[str, list[Path]]:
+    """("safetensors" | "bin", files), preferring safetensors, following shard indexes."""
+    for kind, index, single in (
+        ("safetensors", "model.safetensors.index.json", "model.safetensors"),
+        ("bin", "pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
+        if (folder / index).is_file():
+            weight_map = json.loads((folder / index).read_text())["weight_map"]
+            return kind, [folder / f for f in sorted(set(weight_map.values()))]
+        if (folder / single).is_file():
+            return kind, [folder / single]
+    loose = sorted(folder.glob("*.safetensors"))
+    if loose:
+        return "safetensors", loose
+    raise CheckpointNotFound(
+        f"{folder} has config.json but no weights (model.safetensors, a sharded index, or "
+        "pytorch_model.bin); save the model with save_pretrained"
+    )
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    out = {}
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+    except (TypeError, ValueError):
+        # bfloat16 has no plain numpy dtype: read through jax, then widen to fp32.
+        with safe_open(str(path), framework="flax") as f:
+            for k in f.keys():
+                out[k] = np.asarray(f.get_tensor(k), dtype=np.float32)
+    return out
+
+
+def _read_bin(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as e:
+        raise CheckpointNotFound(
+            f"{path} is a PyTorch .bin checkpoint; reading it needs torch (pip install "
+            "torch==2.13.0), or convert it to safetensors"
+        ) from e
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() for k, v in state.items()}
+
+
+def read_weights(folder: Path) -> dict[str, np.ndarray]:
+    kind, files = weight_files(folder)
+    state: dict[str, np.ndarray] = {}
+    for f in files:
+        state.update(_read_safetensors(f) if kind == "safetensors" else _read_bin(f))
+    return state
+
+
+def fingerprint(folder: Path) -> dict:
+    """What identifies a checkpoint's weights: file names, sizes and modification times (and the
+    snapshot folder, which for the HF cache is the commit hash)."""
+    _, files = weight_files(folder)
+    return {
+        "folder": str(folder.resolve()),
+        "config": (folder / "config.json").read_text(),
+        "files": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files],
+    }

@@ -1,0 +1,87 @@
+"""Which family converts which HF `model_type`, and the published shapes of each."""
+
+from __future__ import annotations
+
+from models import gpt2, gpt_neo, gpt_neox
+from models.config import ModelConfig
+from models.convert import ConversionError
+
+FAMILIES = {m.FAMILY: m for m in (gpt2, gpt_neox, gpt_neo)}
+_BY_MODEL_TYPE = {t: m for m in FAMILIES.values() for t in m.MODEL_TYPES}
+
+
+def family_for(hf: dict, where: str = "config.json"):
+    model_type = hf.get("model_type")
+    if model_type not in _BY_MODEL_TYPE:
+        raise ConversionError(
+            f"unsupported architecture model_type={model_type!r} in {where}; "
+            f"jaxcirc supports {', '.join(sorted(_BY_MODEL_TYPE))}"
+        )
+    return _BY_MODEL_TYPE[model_type]
+
+
+def config_from_hf(hf: dict, name: str = "", strict: bool = True) -> ModelConfig:
+    return family_for(hf, name or "config.json").config_from_hf(hf, name=name, strict=strict)
+
+
+def published_names() -> list[str]:
+    return [n for m in FAMILIES.values() for n in m.PUBLISHED]
+
+
+def published_hf_config(name: str) -> dict:
+    """config.json dict of a published checkpoint shape ('gpt2', 'pythia-160m', 'gpt-neo-125m',
+    ...), for building random-weight models of the exact published shapes."""
+    key = name.split("/")[-1].lower()
+    for m in FAMILIES.values():
+        if key in m.PUBLISHED:
+            return m.published_config(key)
+    raise ValueError(f"unknown published model {name!r}; known: {', '.join(published_names())}")
+
+
+def tiny_hf_config(family: str, **overrides) -> dict:
+    """A small config.json dict of a family (2 layers, d_model 64, 4 heads, vocab 512)."""
+    base = {
+        "gpt2": dict(
+            model_type="gpt2",
+            vocab_size=512,
+            n_positions=128,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            activation_function="gelu_new",
+            layer_norm_epsilon=1e-5,
+        ),
+        "gpt_neox": dict(
+            model_type="gpt_neox",
+            vocab_size=512,
+            max_position_embeddings=128,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=256,
+            hidden_act="gelu",
+            rotary_pct=0.25,
+            rotary_emb_base=10000,
+            layer_norm_eps=1e-5,
+            use_parallel_residual=True,
+            tie_word_embeddings=False,
+        ),
+        "gpt_neo": dict(
+            model_type="gpt_neo",
+            vocab_size=512,
+            max_position_embeddings=128,
+            hidden_size=64,
+            num_layers=2,
+            num_heads=4,
+            activation_function="gelu_new",
+            layer_norm_epsilon=1e-5,
+            window_size=4,
+            attention_types=[[["global", "local"], 1]],
+        ),
+    }
+    if family not in base:
+        raise ValueError(f"unknown family {family!r}; use one of {sorted(base)}")
+    cfg = {**base[family], **overrides}
+    if family == "gpt_neo" and "num_layers" in overrides and "attention_types" not in overrides:
+        cfg["attention_types"] = [[["global", "local"], overrides["num_layers"] // 2]]
+    return cfg

@@ -1,0 +1,446 @@
+"""The shared decoder-only transformer: Flax modules for one block, run over stacked layers.
+
+Parameters of the `n_layers` blocks are stacked on a leading layer axis and the blocks run under
+`jax.lax.scan`, so compile time does not grow with depth, and a run can start at any layer from a
+given residual stream (`run_blocks`), which is what makes sweeps cheap: the layers below the
+edited one run once.
+
+Parameter tree (TransformerLens names; layouts chosen so every projection is one contiguous
+matmul, d_model first on the way in, d_model last on the way out):
+
+    embed:   W_E [d_vocab, d_model], W_pos [n_ctx, d_model] (learned positions only)
+    blocks:  ln1.{scale,bias} [layer, d_model]
+             attn.W_Q / W_K / W_V [layer, d_model, head, d_head], b_Q / b_K / b_V [layer, head, d_head]
+             attn.W_O [layer, head, d_head, d_model], b_O [layer, d_model]
+             ln2.{scale,bias} [layer, d_model]
+             mlp.W_in [layer, d_model, d_mlp], b_in [layer, d_mlp]
+             mlp.W_out [layer, d_mlp, d_model], b_out [layer, d_model]
+    ln_final.{scale,bias} [d_model]
+    unembed: W_U [d_model, d_vocab], b_U [d_vocab] (untied models only; tied ones use W_E^T)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models.config import ModelConfig
+from models.contract import LAYER_EDIT_FIELDS, Edits, Record, Trace
+
+Params = dict[str, Any]
+
+_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def _gelu(x, tanh: bool):
+    return jax.nn.gelu(x, approximate=tanh)
+
+
+def _mix(x, patch, mask):
+    """`x` where mask is 0, `patch` where it is 1. mask has x's shape without the last axis."""
+    if patch is None:
+        return x
+    m = mask[..., None].astype(x.dtype)
+    return x + m * (patch.astype(x.dtype) - x)
+
+
+def _as_rank(a, rank: int, name: str):
+    """Line a per-layer edit up with `[batch, pos, last]` (`rank` dims) by inserting axes.
+
+    Per-layer edits come as [last], [batch, last] or [batch, pos, last] (the scan has already
+    sliced the layer axis off): [last] -> [1, 1, last], [batch, last] -> [batch, 1, last].
+    """
+    if a.ndim > rank:
+        raise ValueError(f"edit {name} has {a.ndim + 1} dims with layer; at most {rank + 1}")
+    if a.ndim == 1:
+        return a.reshape((1,) * (rank - 1) + a.shape)
+    return a.reshape(a.shape[:1] + (1,) * (rank - a.ndim) + a.shape[1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Per-run facts every block needs (not per layer).
+
+    positions: [batch, pos] int, position ids of the queries (from the mask: left padding ok).
+    q_slots: [pos] int, the slot index of each query in the key sequence (its cache slot).
+    key_valid: [batch, key] bool, which key slots hold real tokens.
+    last: [batch] int or None, the index of each row's last real token (for Record.at="last").
+    """
+
+    positions: jnp.ndarray
+    q_slots: jnp.ndarray
+    key_valid: jnp.ndarray
+    last: jnp.ndarray | None
+
+
+jax.tree_util.register_dataclass(
+    Context, data_fields=["positions", "q_slots", "key_valid", "last"], meta_fields=[]
+)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with the two-pass variance torch uses (flax's fast variance drifts ~1e-6)."""
+
+    eps: float
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (d,))
+        bias = self.param("bias", nn.initializers.zeros, (d,))
+        x32 = x.astype(jnp.float32)
+        mu = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mu).mean(-1, keepdims=True)
+        y = (x32 - mu) * jax.lax.rsqrt(var + self.eps)
+        return (y * scale + bias).astype(x.dtype)
+
+
+def rotary(x, positions, rotary_dim: int, base: float):
+    """Rotate the first `rotary_dim` dims of each head (half-split pairs i, i + rotary_dim/2).
+
+    x: [batch, pos, head, d_head]; positions: [batch, pos].
+    """
+    half = rotary_dim // 2
+    inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [batch, pos, half]
+    cos = jnp.cos(angles)[:, :, None, :].astype(x.dtype)
+    sin = jnp.sin(angles)[:, :, None, :].astype(x.dtype)
+    x1, x2, rest = x[..., :half], x[..., half:rotary_dim], x[..., rotary_dim:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], axis=-1)
+
+
+class Attention(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, ctx: Context, window, edits: dict, record: Record, cache=None):
+        """x: [batch, pos, d_model] (already layer-normed). Returns (attn_out, rec, cache).
+
+        cache: None, or (K, V) each [batch, key, head, d_head]; this call's keys and values are
+        written at slots `ctx.q_slots` and attention runs over the whole cache.
+        """
+        c = self.cfg
+        dm, h, e = c.d_model, c.n_heads, c.d_head
+        W_Q = self.param("W_Q", _INIT, (dm, h, e))
+        W_K = self.param("W_K", _INIT, (dm, h, e))
+        W_V = self.param("W_V", _INIT, (dm, h, e))
+        W_O = self.param("W_O", _INIT, (h, e, dm))
+        q = jnp.einsum("bsd,dhe->bshe", x, W_Q)
+        k = jnp.einsum("bsd,dhe->bshe", x, W_K)
+        v = jnp.einsum("bsd,dhe->bshe", x, W_V)
+        if c.qkv_bias:
+            q = q + self.param("b_Q", nn.initializers.zeros, (h, e))
+            k = k + self.param("b_K", nn.initializers.zeros, (h, e))
+            v = v + self.param("b_V", nn.initializers.zeros, (h, e))
+        if c.positional == "rotary":
+            q = rotary(q, ctx.positions, c.rotary_dim, c.rotary_base)
+            k = rotary(k, ctx.positions, c.rotary_dim, c.rotary_base)
+        if cache is not None:
+            start = ctx.q_slots[0]
+            K = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, start, 0, 0))
+            V = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, start, 0, 0))
+            k, v, cache = K, V, (K, V)
+
+        # Scores in fp32 whatever the param dtype (GPT-Neo and Pythia upcast; harmless for GPT-2).
+        scores = jnp.einsum("bqhe,bkhe->bhqk", q.astype(jnp.float32), k.astype(jnp.float32))
+        if c.scale_attn:
+            scores = scores * (e**-0.5)
+        key_slots = jnp.arange(k.shape[1])
+        qs = ctx.q_slots[:, None]
+        allowed = (key_slots[None, :] <= qs) & (key_slots[None, :] > qs - window)  # [pos, key]
+        allowed = allowed[None, None] & ctx.key_valid[:, None, None, :]
+        # One finite minimum, so a row with every key masked (padding) stays finite.
+        scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
+        pattern = jax.nn.softmax(scores, axis=-1)
+        z = jnp.einsum("bhqk,bkhe->bqhe", pattern.astype(v.dtype), v)
+
+        z = _mix(z, edits.get("z_patch"), edits.get("z_patch_mask"))
+        if edits.get("head_scale") is not None:
+            s = _as_rank(edits["head_scale"], 3, "head_scale")[..., None].astype(z.dtype)
+            mean = edits.get("head_mean")
+            z = s * z if mean is None else s * z + (1 - s) * mean.astype(z.dtype)
+
+        out = jnp.einsum("bqhe,hed->bqd", z, W_O)
+        if c.out_bias:
+            out = out + self.param("b_O", nn.initializers.zeros, (dm,))
+        out = _mix(out, edits.get("attn_out_patch"), edits.get("attn_out_patch_mask"))
+        rec = {}
+        if record.z:
+            rec["z"] = z
+        if record.result:
+            rec["result"] = jnp.einsum("bqhe,hed->bqhd", z, W_O)
+        if record.pattern:
+            rec["pattern"] = pattern
+        return out, rec, cache
+
+
+class MLP(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, edits: dict, record: Record):
+        c = self.cfg
+        W_in = self.param("W_in", _INIT, (c.d_model, c.d_mlp))
+        W_out = self.param("W_out", _INIT, (c.d_mlp, c.d_model))
+        pre = x @ W_in
+        if c.mlp_bias:
+            pre = pre + self.param("b_in", nn.initializers.zeros, (c.d_mlp,))
+        post = _gelu(pre, c.gelu_tanh)
+        if edits.get("neuron_scale") is not None:
+            s = _as_rank(edits["neuron_scale"], 3, "neuron_scale").astype(post.dtype)
+            mean = edits.get("neuron_mean")
+            post = s * post if mean is None else s * post + (1 - s) * mean.astype(post.dtype)
+        out = post @ W_out
+        if c.mlp_bias:
+            out = out + self.param("b_out", nn.initializers.zeros, (c.d_model,))
+        out = _mix(out, edits.get("mlp_out_patch"), edits.get("mlp_out_patch_mask"))
+        return out, ({"mlp_post": post} if record.mlp_post else {})
+
+
+class Block(nn.Module):
+    """One transformer block. Sequential (GPT-2, GPT-Neo) or parallel residual (Pythia)."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, ctx: Context, window, edits: dict, record: Record, cache=None):
+        """x: resid_pre [batch, pos, d_model] -> (resid_post, rec: dict of [batch, pos, ...], cache)."""
+        c = self.cfg
+        x = _mix(x, edits.get("resid_patch"), edits.get("resid_patch_mask"))
+        if edits.get("resid_add") is not None:
+            x = x + _as_rank(edits["resid_add"], 3, "resid_add").astype(x.dtype)
+        ln1 = LayerNorm(c.ln_eps, name="ln1")
+        ln2 = LayerNorm(c.ln_eps, name="ln2")
+        attn_out, rec, cache = Attention(c, name="attn")(ln1(x), ctx, window, edits, record, cache)
+        if c.parallel_residual:
+            mlp_out, mrec = MLP(c, name="mlp")(ln2(x), edits, record)
+            mid = None
+            post = x + attn_out + mlp_out
+        else:
+            mid = x + attn_out
+            mlp_out, mrec = MLP(c, name="mlp")(ln2(mid), edits, record)
+            post = mid + mlp_out
+        rec.update(mrec)
+        if record.resid_pre:
+            rec["resid_pre"] = x
+        if record.resid_mid:
+            rec["resid_mid"] = mid
+        if record.attn_out:
+            rec["attn_out"] = attn_out
+        if record.mlp_out:
+            rec["mlp_out"] = mlp_out
+        return post, rec, cache
+
+
+class Embed(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens, positions):
+        c = self.cfg
+        W_E = self.param("W_E", _INIT, (c.d_vocab, c.d_model))
+        x = jnp.take(W_E, tokens, axis=0)
+        if c.positional == "learned":
+            W_pos = self.param("W_pos", nn.initializers.normal(0.01), (c.n_ctx, c.d_model))
+            x = x + jnp.take(W_pos, positions, axis=0)
+        return x
+
+
+class Unembed(nn.Module):
+    """Final layer norm and the unembedding (W_E^T when tied)."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, W_E, vocab_ids=None):
+        """x: [..., d_model] -> logits [..., d_vocab] (or [..., len(vocab_ids)])."""
+        c = self.cfg
+        x = LayerNorm(c.ln_eps, name="ln_final")(x)
+        if c.tied_unembed:
+            W = W_E if vocab_ids is None else W_E[vocab_ids]
+            logits = jnp.einsum("...d,vd->...v", x, W)
+        else:
+            W_U = self.param("W_U", _INIT, (c.d_model, c.d_vocab))
+            logits = x @ (W_U if vocab_ids is None else W_U[:, vocab_ids])
+        if c.unembed_bias:
+            b_U = self.param("b_U", nn.initializers.zeros, (c.d_vocab,))
+            logits = logits + (b_U if vocab_ids is None else b_U[vocab_ids])
+        return logits
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def init_params(cfg: ModelConfig, key: jax.Array) -> Params:
+    """Random parameters of the right shapes (normal 0.02, LN at identity), layers stacked."""
+    k_embed, k_blocks, k_unembed = jax.random.split(key, 3)
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    pos = jnp.zeros((1, 1), jnp.int32)
+    embed = Embed(cfg).init(k_embed, tokens, pos)["params"]
+    ctx = Context(pos, jnp.zeros((1,), jnp.int32), jnp.ones((1, 1), bool), None)
+    x = jnp.zeros((1, 1, cfg.d_model))
+
+    def one_block(k):
+        return Block(cfg).init(k, x, ctx, 1, {}, Record())["params"]
+
+    blocks = jax.vmap(one_block)(jax.random.split(k_blocks, cfg.n_layers))
+    unembed = Unembed(cfg).init(k_unembed, x, embed["W_E"])["params"]
+    params = {"embed": embed, "blocks": blocks, "ln_final": unembed["ln_final"]}
+    if "W_U" in unembed or "b_U" in unembed:
+        params["unembed"] = {k: v for k, v in unembed.items() if k != "ln_final"}
+    return params
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def make_context(tokens, mask, record: Record) -> Context:
+    """Positions, slots and key validity for a full (non-cached) pass. mask: [batch, pos]."""
+    mask = mask.astype(bool)
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
+    q_slots = jnp.arange(tokens.shape[1], dtype=jnp.int32)
+    last = None
+    if record.at == "last" or record.logits == "last":
+        last = last_index(mask)
+    return Context(positions, q_slots, mask, last)
+
+
+def last_index(mask):
+    """[batch, pos] mask -> [batch] index of each row's last real token."""
+    pos = jnp.arange(mask.shape[1])
+    return jnp.max(jnp.where(mask.astype(bool), pos, -1), axis=1).astype(jnp.int32)
+
+
+def _take_last(a, last):
+    """[batch, pos, ...] -> [batch, ...] at each row's `last` index."""
+    return jnp.take_along_axis(a, last.reshape((-1, 1) + (1,) * (a.ndim - 2)), axis=1)[:, 0]
+
+
+def _edit_slices(cfg: ModelConfig, edits: Edits | None, layers: range):
+    """The per-layer edit fields present, cut to `layers`, as a dict scanned over layer."""
+    if edits is None:
+        return {}
+    out = {}
+    for name in LAYER_EDIT_FIELDS:
+        a = getattr(edits, name)
+        if a is None:
+            continue
+        if a.shape[0] != cfg.n_layers:
+            raise ValueError(
+                f"edit {name} has leading axis {a.shape[0]}; it must be n_layers={cfg.n_layers}"
+            )
+        out[name] = a[layers.start : layers.stop]
+    return out
+
+
+def run_blocks(
+    cfg: ModelConfig,
+    blocks: Params,
+    x,
+    ctx: Context,
+    edits: Edits | None = None,
+    record: Record = Record(),
+    layers: range | None = None,
+    cache=None,
+    unroll: bool = False,
+):
+    """Run blocks `layers` (default all) from residual `x` [batch, pos, d_model].
+
+    `blocks` holds ALL layers' stacked params; `edits` cover all layers. Returns
+    (resid after the last block run, rec: dict of stacked `[layer_run, ...]` arrays, cache).
+    cache: None or (K, V) each [layer, batch, key, head, d_head] for the layers run.
+    `unroll=True` runs a Python loop instead of a scan (same numbers; for checking the scan).
+    """
+    layers = layers if layers is not None else range(cfg.n_layers)
+    if record.resid_mid and cfg.parallel_residual:
+        raise ValueError(f"{cfg.name or cfg.family} has parallel residual: no resid_mid to record")
+    p = jax.tree_util.tree_map(lambda a: a[layers.start : layers.stop], blocks)
+    windows = jnp.asarray(cfg.windows[layers.start : layers.stop], jnp.int32)
+    xs = {"p": p, "window": windows, "edits": _edit_slices(cfg, edits, layers)}
+    if cache is not None:
+        xs["cache"] = cache
+    block = Block(cfg)
+
+    def step(x, xs_l):
+        y, rec, new_cache = block.apply(
+            {"params": xs_l["p"]}, x, ctx, xs_l["window"], xs_l["edits"], record, xs_l.get("cache")
+        )
+        if record.at == "last":
+            rec = {k: (v if k == "pattern" else _take_last(v, ctx.last)) for k, v in rec.items()}
+        return y, (rec, new_cache)
+
+    if unroll:
+        recs, caches = [], []
+        for i in range(len(layers)):
+            x, (rec, c) = step(x, jax.tree_util.tree_map(lambda a, i=i: a[i], xs))
+            recs.append(rec)
+            caches.append(c)
+        stack = lambda *a: jnp.stack(a)
+        rec = jax.tree_util.tree_map(stack, *recs) if recs else {}
+        new_cache = jax.tree_util.tree_map(stack, *caches) if cache is not None else None
+        return x, rec, new_cache
+    x, (rec, new_cache) = jax.lax.scan(step, x, xs)
+    return x, rec, new_cache
+
+
+def embed(cfg: ModelConfig, params: Params, tokens, positions):
+    """tokens, positions [batch, pos] -> resid_pre[0] [batch, pos, d_model]."""
+    return Embed(cfg).apply({"params": params["embed"]}, tokens, positions)
+
+
+def unembed(cfg: ModelConfig, params: Params, x, vocab_ids=None):
+    """Final residual [..., d_model] -> logits [..., d_vocab] (or the `vocab_ids` columns)."""
+    p = {"ln_final": params["ln_final"], **params.get("unembed", {})}
+    return Unembed(cfg).apply({"params": p}, x, params["embed"]["W_E"], vocab_ids)
+
+
+def check_tokens(cfg: ModelConfig, tokens):
+    """Shape checks that need no device round trip (values are checked by `validate_tokens`)."""
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens have shape {tokens.shape}; expected [batch, pos]")
+    if cfg.positional == "learned" and tokens.shape[1] > cfg.n_ctx:
+        raise ValueError(
+            f"{tokens.shape[1]} tokens exceed the context length n_ctx={cfg.n_ctx} of "
+            f"{cfg.name or cfg.family}; truncate the input"
+        )
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "record", "unroll"))
+def forward(
+    cfg: ModelConfig,
+    params: Params,
+    tokens,
+    mask=None,
+    edits: Edits | None = None,
+    record: Record = Record(),
+    vocab_ids=None,
+    unroll: bool = False,
+):
+    """logits, trace = forward(cfg, params, tokens, mask, edits, record).
+
+    tokens: [batch, pos] int32; mask: [batch, pos] (1 = real token; right or left padding);
+    edits: `Edits` or None; record: `Record` (static). vocab_ids: optional [n] int, to compute
+    only those unembedding columns. Returns logits per `record.logits` (None for "none") and a
+    `Trace` (shapes in `Record`'s docstring).
+    """
+    check_tokens(cfg, tokens)
+    if mask is None:
+        mask = jnp.ones(tokens.shape, bool)
+    ctx = make_context(tokens, mask, record)
+    x = embed(cfg, params, tokens, ctx.positions)
+    x, rec, _ = run_blocks(cfg, params["blocks"], x, ctx, edits, record, unroll=unroll)
+    if record.resid_post:
+        rec["resid_post"] = _take_last(x, ctx.last) if record.at == "last" else x
+    logits = None
+    if record.logits == "last":
+        logits = unembed(cfg, params, _take_last(x, ctx.last), vocab_ids)
+    elif record.logits == "all":
+        logits = unembed(cfg, params, x, vocab_ids)
+    return logits, Trace(**rec)
