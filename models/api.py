@@ -39,7 +39,10 @@ class LoadedModel:
     def tokenize(self, texts: list[str], prepend_bos: bool, **kw) -> Tokens:
         if self.tokenizer is None:
             raise ValueError(f"{self.source or 'this model'} has no tokenizer; pass token ids")
-        return tokenize(self.tokenizer, texts, prepend_bos, self.config.bos_token_id, **kw)
+        # The tokenizer's own BOS wins over config.json's: it is the token the text was made with.
+        bos = self.tokenizer.bos_token_id
+        bos = bos if bos is not None else self.config.bos_token_id
+        return tokenize(self.tokenizer, texts, prepend_bos, bos, **kw)
 
     def forward(
         self,

@@ -81,7 +81,7 @@ def tiny_hf_config(family: str, **overrides) -> dict:
     }
     if family not in base:
         raise ValueError(f"unknown family {family!r}; use one of {sorted(base)}")
-    cfg = {**base[family], **overrides}
+    cfg = {**base[family], "bos_token_id": 0, "eos_token_id": 0, **overrides}
     if family == "gpt_neo" and "num_layers" in overrides and "attention_types" not in overrides:
         cfg["attention_types"] = [[["global", "local"], overrides["num_layers"] // 2]]
     return cfg

@@ -1,0 +1,454 @@
+"""Cross-model alignment (study phase 6): map model A's activations onto model B's, then compare
+emotion subspaces through the map; every figure with a held-out fit and a null.
+
+Convention: rows are samples, x_B ~ x_A @ W + b with W `[dA, dB]`. A direction u (a column in
+A's space) therefore maps to W^T u in B's space; a subspace span(basis_A) maps to
+span(W^T basis_A) (the intercept moves points, not directions).
+
+The study fits the map on NEUTRAL activations (same prompts through both models) and then
+compares emotion subspaces. With n prompts in d dimensions and n <= d, the centred least-squares
+map interpolates the fit data exactly (rank n - 1 <= d), so it can carry almost any subspace onto
+almost any other: overlap after mapping is then not evidence of shared structure. Hence the
+held-out R^2, the ridge strength, n/d, and `shuffled_pairing_null` (the same map refit on
+row-shuffled pairings, which destroys the prompt correspondence and keeps everything else) beside
+every overlap figure.
+
+"Angle improvement" (the study reports +0.84..0.87 beside an overlap ~0.99 after mapping and a
+raw overlap 0.13-0.15, i.e. 0.99 - 0.14) is taken here as the INCREASE IN MEAN cos^2 of the
+principal angles, overlap_after - overlap_before (`AngleChange.delta_cos2`). The decrease of the
+mean principal angle in radians is reported beside it (`delta_angle_rad`). "Before" compares the
+bases in raw coordinates and needs dA == dB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+
+from jaxcirc.stats import NullBand, permutation_pvalue, summarise_null, to_jsonable
+from jaxcirc.subspace import (
+    orthonormalise,
+    overlap,
+    principal_angles,
+    random_overlap_expectation,
+    random_overlap_null,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearMap:
+    """x_B ~ x_A @ W + b. kind "linear" (ridge least squares) or "procrustes" (W = scale * R)."""
+
+    W: np.ndarray  # [dA, dB]
+    b: np.ndarray  # [dB]
+    ridge: float
+    n: int
+    dA: int
+    dB: int
+    kind: str = "linear"
+    scale: float = 1.0
+
+    @property
+    def R(self) -> np.ndarray:
+        """The (semi-)orthogonal part of a Procrustes map, W / scale."""
+        return self.W / self.scale
+
+
+def _pair(xa, xb, name="XA, XB"):
+    xa = np.asarray(xa, dtype=np.float64)
+    xb = np.asarray(xb, dtype=np.float64)
+    if xa.ndim != 2 or xb.ndim != 2:
+        raise ValueError(f"{name}: need [n, dA] and [n, dB], got {xa.shape} and {xb.shape}")
+    if xa.shape[0] != xb.shape[0]:
+        raise ValueError(f"{name}: row counts differ ({xa.shape[0]} vs {xb.shape[0]}); pair rows")
+    if xa.shape[0] < 2:
+        raise ValueError(f"{name}: need at least 2 paired rows, got {xa.shape[0]}")
+    return xa, xb
+
+
+def _ridge_operator(xac, ridge: float) -> np.ndarray:
+    """op `[dA, n]` with W = op @ XBc: (XAc^T XAc + ridge I)^+ XAc^T, via SVD (min-norm if ridge=0)."""
+    u, s, vt = np.linalg.svd(xac, full_matrices=False)
+    if ridge > 0:
+        f = s / (s**2 + ridge)
+    else:
+        cutoff = max(xac.shape) * np.finfo(np.float64).eps * s.max(initial=0.0)
+        f = np.where(s > cutoff, 1.0 / np.where(s > cutoff, s, 1.0), 0.0)
+    return (vt.T * f) @ u.T
+
+
+def fit_linear(xa, xb, ridge: float = 0.0) -> LinearMap:
+    """Least squares with intercept, ridge penalty on W only: XA `[n, dA]`, XB `[n, dB]`.
+
+    Solved on centred data by SVD (stable when n < d; ridge=0 then gives the minimum-norm
+    interpolating map). b = mean_B - mean_A @ W.
+    """
+    xa, xb = _pair(xa, xb)
+    if ridge < 0:
+        raise ValueError(f"ridge: {ridge} < 0; use ridge >= 0")
+    ma, mb = xa.mean(axis=0), xb.mean(axis=0)
+    w = _ridge_operator(xa - ma, ridge) @ (xb - mb)
+    return LinearMap(w, mb - ma @ w, float(ridge), xa.shape[0], xa.shape[1], xb.shape[1])
+
+
+def fit_procrustes(xa, xb, scale: bool = True) -> LinearMap:
+    """Orthogonal Procrustes on centred data: W = s R, R `[dA, dB]` with R^T R = I (dA >= dB) or
+    R R^T = I (dA < dB); s = tr(Sigma)/||XAc||_F^2 if scale else 1."""
+    xa, xb = _pair(xa, xb)
+    ma, mb = xa.mean(axis=0), xb.mean(axis=0)
+    xac = xa - ma
+    u, sv, vt = np.linalg.svd(xac.T @ (xb - mb), full_matrices=False)
+    r = u @ vt
+    s = float(sv.sum() / np.sum(xac**2)) if scale else 1.0
+    w = s * r
+    return LinearMap(w, mb - ma @ w, 0.0, xa.shape[0], xa.shape[1], xb.shape[1], "procrustes", s)
+
+
+def apply_map(m: LinearMap, xa) -> np.ndarray:
+    """XA `[n, dA]` -> predicted XB `[n, dB]`."""
+    xa = np.asarray(xa, dtype=np.float64)
+    if xa.ndim != 2 or xa.shape[1] != m.dA:
+        raise ValueError(f"xa: need [n, {m.dA}], got shape {xa.shape}")
+    return xa @ m.W + m.b
+
+
+def r2(m: LinearMap, xa_test, xb_test) -> float:
+    """Held-out R^2 = 1 - SSE/SST pooled over all B dims; SST around the TEST mean of XB.
+
+    0 = no better than predicting the test mean; negative = worse.
+    """
+    xa, xb = _pair(xa_test, xb_test, "xa_test, xb_test")
+    sse = np.sum((xb - apply_map(m, xa)) ** 2)
+    sst = np.sum((xb - xb.mean(axis=0)) ** 2)
+    return float(1.0 - sse / sst)
+
+
+def mapped_subspace_overlap(m: LinearMap, basis_a, basis_b) -> float:
+    """overlap(orth(W^T basis_A), basis_B): mean cos^2 of principal angles in B's space."""
+    basis_a = np.asarray(basis_a, dtype=np.float64)
+    if basis_a.ndim != 2 or basis_a.shape[0] != m.dA:
+        raise ValueError(f"basis_a: need [{m.dA}, k], got shape {basis_a.shape}")
+    return overlap(orthonormalise(m.W.T @ basis_a), basis_b)
+
+
+@dataclasses.dataclass(frozen=True)
+class AngleChange:
+    """Subspace comparison before (raw coordinates) and after mapping A's basis through W.
+
+    delta_cos2 = overlap_after - overlap_before (mean cos^2 of principal angles; this module's
+    reading of the study's "angle improvement"). delta_angle_rad = mean angle before - after
+    (radians; positive = the subspaces got closer).
+    """
+
+    overlap_before: float
+    overlap_after: float
+    delta_cos2: float
+    mean_angle_before_rad: float
+    mean_angle_after_rad: float
+    delta_angle_rad: float
+
+
+def angle_improvement(m: LinearMap, basis_a, basis_b) -> AngleChange:
+    """How much mapping A's basis through W brings it closer to B's basis (needs dA == dB)."""
+    if m.dA != m.dB:
+        raise ValueError(
+            f"map: 'before' compares raw coordinates and needs dA == dB, got {m.dA}, {m.dB}"
+        )
+    before = principal_angles(basis_a, basis_b)
+    after = principal_angles(orthonormalise(m.W.T @ np.asarray(basis_a, np.float64)), basis_b)
+    ob, oa = float(np.mean(np.cos(before) ** 2)), float(np.mean(np.cos(after) ** 2))
+    return AngleChange(
+        overlap_before=ob,
+        overlap_after=oa,
+        delta_cos2=oa - ob,
+        mean_angle_before_rad=float(before.mean()),
+        mean_angle_after_rad=float(after.mean()),
+        delta_angle_rad=float(before.mean() - after.mean()),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# CKA
+# --------------------------------------------------------------------------------------------
+
+
+def _centred_grams(xa, xb):
+    xa, xb = _pair(xa, xb)
+    xa = xa - xa.mean(axis=0)
+    xb = xb - xb.mean(axis=0)
+    return xa @ xa.T, xb @ xb.T
+
+
+def linear_cka(xa, xb) -> float:
+    """Linear CKA (Kornblith et al. 2019) of paired rows XA `[n, dA]`, XB `[n, dB]`, in [0, 1].
+
+    Invariant to rotations and isotropic scaling of either side; 1 for XB = XA R.
+    """
+    ka, kb = _centred_grams(xa, xb)
+    denom = np.linalg.norm(ka) * np.linalg.norm(kb)
+    if denom == 0:
+        raise ValueError("xa, xb: one side is constant across rows; CKA is undefined")
+    return float(np.sum(ka * kb) / denom)
+
+
+def _cka_null_samples(xa, xb, n_perm: int, seed: int, chunk: int = 64) -> np.ndarray:
+    ka, kb = _centred_grams(xa, xb)
+    denom = np.linalg.norm(ka) * np.linalg.norm(kb)
+    n = ka.shape[0]
+    rng = np.random.default_rng(seed)
+    perms = rng.permuted(np.broadcast_to(np.arange(n), (n_perm, n)), axis=1)
+    out = []
+    for start in range(0, n_perm, chunk):
+        p = perms[start : start + chunk]
+        kbp = kb[p[:, :, None], p[:, None, :]]  # rows of XB permuted: P Kb P^T, [c, n, n]
+        out.append(kbp.reshape(p.shape[0], -1) @ ka.ravel() / denom)
+    return np.concatenate(out)
+
+
+def cka_permutation_null(
+    xa, xb, n_perm: int = 1000, seed: int = 0, level: float = 0.95
+) -> NullBand:
+    """Linear CKA with the rows of XB permuted (pairing destroyed): NullBand of n_perm samples.
+
+    For independent data CKA is not near 0 but near this null, which grows with d/n.
+    """
+    if n_perm < 1:
+        raise ValueError(f"n_perm: {n_perm} < 1")
+    samples = _cka_null_samples(xa, xb, n_perm, seed)
+    return summarise_null(samples, seed=seed, level=level, what="linear CKA, rows of B permuted")
+
+
+# --------------------------------------------------------------------------------------------
+# Shuffled-pairing null for the mapped overlap and held-out R^2
+# --------------------------------------------------------------------------------------------
+
+
+def _batched_overlap(mapped, qb) -> np.ndarray:
+    """mapped `[c, dB, k]` (not orthonormal), qb `[dB, kb]` orthonormal -> overlap `[c]`."""
+    q, _ = np.linalg.qr(mapped)
+    return np.sum((q.swapaxes(-1, -2) @ qb) ** 2, axis=(-2, -1)) / min(q.shape[-1], qb.shape[-1])
+
+
+def _batched_r2(pred_c, xbt_c, sst) -> np.ndarray:
+    return 1.0 - np.sum((xbt_c - pred_c) ** 2, axis=(-2, -1)) / sst
+
+
+def _shuffled_samples(
+    xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, ridge, perms, chunk, procrustes_scale
+):
+    """Per-permutation overlap and held-out R^2 of the linear and Procrustes maps, `[P]` each."""
+    ma, mb = xa_fit.mean(axis=0), xb_fit.mean(axis=0)
+    xac, xbc = xa_fit - ma, xb_fit - mb
+    qa, qb = orthonormalise(basis_a), orthonormalise(basis_b)
+    xat = xa_test - ma  # test inputs centred on the FIT mean, as apply_map does
+    xbt = xb_test - mb  # residual target relative to the intercept mean_B
+    sst = np.sum((xb_test - xb_test.mean(axis=0)) ** 2)
+    # Linear: W_p = op @ XBc[p]; never formed: W_p^T qa = XBc[p]^T (op^T qa), XAt W_p = (XAt op) XBc[p]
+    op = _ridge_operator(xac, ridge)  # [dA, n]
+    c_lin = op.T @ qa  # [n, k]
+    e_lin = xat @ op  # [t, n]
+    xa_norm2 = np.sum(xac**2)
+    out = {"overlap_linear": [], "r2_linear": [], "overlap_procrustes": [], "r2_procrustes": []}
+    for start in range(0, perms.shape[0], chunk):
+        xbp = xbc[perms[start : start + chunk]]  # [c, n, dB]
+        out["overlap_linear"].append(_batched_overlap(xbp.swapaxes(-1, -2) @ c_lin, qb))
+        out["r2_linear"].append(_batched_r2(e_lin @ xbp, xbt, sst))
+        u, sv, vt = np.linalg.svd(xac.T @ xbp, full_matrices=False)
+        rot = u @ vt  # [c, dA, dB]
+        s = sv.sum(axis=-1) / xa_norm2 if procrustes_scale else np.ones(sv.shape[0])  # [c]
+        out["overlap_procrustes"].append(_batched_overlap(rot.swapaxes(-1, -2) @ qa, qb))
+        pred = s[:, None, None] * (xat @ rot)
+        out["r2_procrustes"].append(_batched_r2(pred, xbt, sst))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def shuffled_pairing_null(
+    xa_fit,
+    xb_fit,
+    xa_test,
+    xb_test,
+    basis_a,
+    basis_b,
+    ridge: float = 0.0,
+    n_perm: int = 100,
+    seed: int = 0,
+    level: float = 0.95,
+    chunk: int = 16,
+    procrustes_scale: bool = True,
+) -> dict[str, NullBand]:
+    """Refit the maps on row-shuffled pairings (rows of XB_fit permuted), n_perm times.
+
+    Returns NullBands for "overlap_linear", "r2_linear", "overlap_procrustes", "r2_procrustes":
+    what mapped-subspace overlap and held-out R^2 look like when the map has learned no prompt
+    correspondence, with this n, d, ridge and these bases. Vectorised: the SVD of XA_fit is
+    shared by every permutation of the linear fit, which then costs O(n d k) per permutation;
+    the Procrustes refit needs one dA x dB SVD per permutation (about 0.25 s at d=768 on one
+    CPU thread), which dominates the cost.
+    """
+    xa_fit, xb_fit = _pair(xa_fit, xb_fit, "xa_fit, xb_fit")
+    xa_test, xb_test = _pair(xa_test, xb_test, "xa_test, xb_test")
+    if n_perm < 1:
+        raise ValueError(f"n_perm: {n_perm} < 1")
+    rng = np.random.default_rng(seed)
+    n = xa_fit.shape[0]
+    perms = rng.permuted(np.broadcast_to(np.arange(n), (n_perm, n)), axis=1)
+    samples = _shuffled_samples(
+        xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, ridge, perms, chunk, procrustes_scale
+    )
+    return {
+        k: summarise_null(v, seed=seed, level=level, what=f"{k}, shuffled pairing, ridge={ridge}")
+        for k, v in samples.items()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignmentReport:
+    """Every phase-6 figure with its null. Overlaps are mean cos^2 of principal angles.
+
+    overlap_raw compares the bases in raw coordinates (None when dA != dB); its null is the
+    random-subspace expectation/band. Mapped overlaps and held-out R^2 come with the
+    shuffled-pairing null; cka_fit (on the fit rows) with its row-permutation null and p-value.
+    delta_cos2_* = overlap after mapping - overlap_raw (the study's "angle improvement", see the
+    module docstring). n_over_d = n_fit / dA.
+    """
+
+    n_fit: int
+    n_test: int
+    dA: int
+    dB: int
+    k_a: int
+    k_b: int
+    n_over_d: float
+    ridge: float
+    n_perm: int
+    seed: int
+    level: float
+    overlap_raw: float | None
+    overlap_random_expectation: float
+    overlap_random_null: NullBand | None
+    overlap_linear: float
+    overlap_linear_null: NullBand
+    overlap_procrustes: float
+    overlap_procrustes_null: NullBand
+    delta_cos2_linear: float | None
+    delta_cos2_procrustes: float | None
+    delta_angle_rad_linear: float | None
+    delta_angle_rad_procrustes: float | None
+    r2_fit_linear: float
+    r2_test_linear: float
+    r2_test_linear_null: NullBand
+    r2_test_procrustes: float
+    r2_test_procrustes_null: NullBand
+    procrustes_scale: float
+    cka_fit: float
+    cka_fit_null: NullBand
+    cka_fit_pvalue: float
+    warnings: list[str]
+
+    def to_json(self) -> str:
+        return json.dumps(to_jsonable(self))
+
+
+def align(
+    xa_fit,
+    xb_fit,
+    xa_test,
+    xb_test,
+    basis_a,
+    basis_b,
+    ridge: float = 0.0,
+    n_perm: int = 100,
+    seed: int = 0,
+    level: float = 0.95,
+    procrustes_scale: bool = True,
+) -> AlignmentReport:
+    """Fit linear and Procrustes maps A -> B on the fit rows, evaluate on the test rows, compare
+    span(basis_a) `[dA, k_a]` with span(basis_b) `[dB, k_b]` before/after, with all nulls.
+
+    Emits (warnings.warn) and records a warning when n_fit <= dA (the centred map can interpolate
+    the fit data) and when a mapped overlap does not exceed its null band.
+    """
+    xa_fit, xb_fit = _pair(xa_fit, xb_fit, "xa_fit, xb_fit")
+    xa_test, xb_test = _pair(xa_test, xb_test, "xa_test, xb_test")
+    if xa_test.shape[1] != xa_fit.shape[1] or xb_test.shape[1] != xb_fit.shape[1]:
+        raise ValueError("xa_test, xb_test: feature dims must match the fit data")
+    qa, qb = orthonormalise(basis_a), orthonormalise(basis_b)
+    n, da = xa_fit.shape
+    db = xb_fit.shape[1]
+    if qa.shape[0] != da or qb.shape[0] != db:
+        raise ValueError(
+            f"basis_a, basis_b: need [{da}, k] and [{db}, k], got {qa.shape}, {qb.shape}"
+        )
+    ka, kb = qa.shape[1], qb.shape[1]
+    notes: list[str] = []
+    if n <= da:
+        notes.append(
+            f"n={n} <= d={da}: a full-rank map can fit almost anything; overlap after mapping "
+            "is not evidence of shared structure"
+        )
+
+    lin = fit_linear(xa_fit, xb_fit, ridge)
+    pro = fit_procrustes(xa_fit, xb_fit, procrustes_scale)
+    nulls = shuffled_pairing_null(
+        xa_fit, xb_fit, xa_test, xb_test, qa, qb, ridge, n_perm, seed, level, 16, procrustes_scale
+    )
+    ov_lin = mapped_subspace_overlap(lin, qa, qb)
+    ov_pro = mapped_subspace_overlap(pro, qa, qb)
+    for name, value in (("linear", ov_lin), ("procrustes", ov_pro)):
+        band = nulls[f"overlap_{name}"]
+        if value <= band.hi:
+            notes.append(
+                f"overlap after {name} map {value:.3f} is inside the shuffled-pairing null band "
+                f"(<= {band.hi:.3f}); not distinguishable from a map with no correspondence"
+            )
+
+    same_space = da == db
+    ov_raw = overlap(qa, qb) if same_space else None
+    ch_lin = angle_improvement(lin, qa, qb) if same_space else None
+    ch_pro = angle_improvement(pro, qa, qb) if same_space else None
+    cka_samples = _cka_null_samples(xa_fit, xb_fit, n_perm, seed)
+    cka = linear_cka(xa_fit, xb_fit)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return AlignmentReport(
+        n_fit=n,
+        n_test=xa_test.shape[0],
+        dA=da,
+        dB=db,
+        k_a=ka,
+        k_b=kb,
+        n_over_d=n / da,
+        ridge=float(ridge),
+        n_perm=n_perm,
+        seed=seed,
+        level=level,
+        overlap_raw=ov_raw,
+        overlap_random_expectation=random_overlap_expectation(ka, db, kb),
+        overlap_random_null=random_overlap_null(ka, db, n_perm, seed, level) if ka == kb else None,
+        overlap_linear=ov_lin,
+        overlap_linear_null=nulls["overlap_linear"],
+        overlap_procrustes=ov_pro,
+        overlap_procrustes_null=nulls["overlap_procrustes"],
+        delta_cos2_linear=ch_lin.delta_cos2 if ch_lin else None,
+        delta_cos2_procrustes=ch_pro.delta_cos2 if ch_pro else None,
+        delta_angle_rad_linear=ch_lin.delta_angle_rad if ch_lin else None,
+        delta_angle_rad_procrustes=ch_pro.delta_angle_rad if ch_pro else None,
+        r2_fit_linear=r2(lin, xa_fit, xb_fit),
+        r2_test_linear=r2(lin, xa_test, xb_test),
+        r2_test_linear_null=nulls["r2_linear"],
+        r2_test_procrustes=r2(pro, xa_test, xb_test),
+        r2_test_procrustes_null=nulls["r2_procrustes"],
+        procrustes_scale=pro.scale,
+        cka_fit=cka,
+        cka_fit_null=summarise_null(cka_samples, seed, level, "linear CKA on fit rows, B permuted"),
+        cka_fit_pvalue=float(permutation_pvalue(cka, cka_samples)),
+        warnings=notes,
+    )

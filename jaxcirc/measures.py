@@ -1,0 +1,76 @@
+"""Model-internal emotion measures that need no generated text.
+
+- projection: how far a residual vector points along an emotion direction (a dot product with
+  the unit direction, in residual-stream units).
+- logit difference: mean logit of one emotion's words minus mean logit of a contrast set, read at
+  the position being predicted. Word lists become token ids per tokenizer with `word_token_ids`,
+  which keeps only words that are ONE token (with the leading space) and reports the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def unit(v, axis: int = -1, eps: float = 1e-12):
+    """v / |v| along `axis`."""
+    return v / jnp.maximum(jnp.linalg.norm(v, axis=axis, keepdims=True), eps)
+
+
+def projection(resid, direction):
+    """resid [..., d_model] . unit(direction [d_model]) -> [...]."""
+    return jnp.einsum("...d,d->...", resid, unit(direction))
+
+
+@dataclasses.dataclass(frozen=True)
+class WordIds:
+    """Token ids of single-token words per emotion, and the words that were dropped."""
+
+    ids: dict[str, tuple[int, ...]]
+    dropped: dict[str, tuple[str, ...]]
+
+    def all_ids(self) -> np.ndarray:
+        """Every id, concatenated in emotion order: the unembedding columns worth computing."""
+        return np.asarray([i for ids in self.ids.values() for i in ids], np.int32)
+
+    def slices(self) -> dict[str, slice]:
+        """Where each emotion's ids sit in `all_ids()`."""
+        out, start = {}, 0
+        for emo, ids in self.ids.items():
+            out[emo] = slice(start, start + len(ids))
+            start += len(ids)
+        return out
+
+
+def word_token_ids(tokenizer, words: dict[str, tuple[str, ...]]) -> WordIds:
+    """Keep the words that tokenise to exactly one token; an emotion left empty is an error."""
+    ids, dropped = {}, {}
+    for emo, ws in words.items():
+        keep, drop = [], []
+        for w in ws:
+            toks = tokenizer(w, add_special_tokens=False)["input_ids"]
+            (keep if len(toks) == 1 else drop).append(toks[0] if len(toks) == 1 else w)
+        if not keep:
+            raise ValueError(
+                f"no {emo} word is a single token for this tokenizer (tried {ws}); "
+                "add single-token words to the list"
+            )
+        ids[emo] = tuple(int(i) for i in dict.fromkeys(keep))
+        dropped[emo] = tuple(drop)
+    return WordIds(ids, dropped)
+
+
+def logit_diff(logits_cols, word_ids: WordIds, emotion: str, contrast: str | None = None):
+    """Mean logit of `emotion`'s words minus the mean over `contrast`'s words (default: every
+    other emotion's words). logits_cols: [..., len(word_ids.all_ids())] -> [...]."""
+    sl = word_ids.slices()
+    pos = logits_cols[..., sl[emotion]].mean(-1)
+    if contrast is not None:
+        neg = logits_cols[..., sl[contrast]].mean(-1)
+    else:
+        others = [logits_cols[..., s] for e, s in sl.items() if e != emotion]
+        neg = jnp.concatenate(others, axis=-1).mean(-1)
+    return pos - neg

@@ -1,0 +1,252 @@
+"""Figures for the report: heatmaps, effect-vs-layer lines with CI bands, bars with CIs.
+
+Every function returns a `matplotlib.figure.Figure` built without pyplot's figure manager, so
+nothing is ever shown, nothing needs closing, and figures do not pile up in long runs; save them
+with `jaxcirc.artifacts.save_figure`. Titles are required arguments: the caller must say what the
+number is (raw or centred, which layer and position, which model and seed), because a figure
+leaves the run directory without its config.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never open a window, even if a display exists
+
+import numpy as np  # noqa: E402
+from matplotlib import colors as mcolors  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+Band = tuple  # (mean, lo, hi): arrays of one length; lo/hi may be None for a line without band
+
+
+def _require_title(title: str) -> None:
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError("title is empty; say what the plotted number is (measure, layer, model)")
+
+
+def _as_matrix(matrix, row_labels, col_labels, what: str) -> np.ndarray:
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"{what} has shape {m.shape}; pass a 2-D [rows, cols] matrix")
+    if len(row_labels) != m.shape[0] or len(col_labels) != m.shape[1]:
+        raise ValueError(
+            f"{what} is {m.shape[0]}x{m.shape[1]} but got {len(row_labels)} row labels and "
+            f"{len(col_labels)} column labels; pass one label per row and per column"
+        )
+    return m
+
+
+def _color_scale(values: np.ndarray, vmin, vmax) -> tuple[str, float, float]:
+    """Diverging map centred on 0 when the data has both signs, sequential otherwise."""
+    finite = values[np.isfinite(values)]
+    lo = float(finite.min()) if finite.size else 0.0
+    hi = float(finite.max()) if finite.size else 1.0
+    if vmin is None and vmax is None and lo < 0 < hi:
+        bound = max(-lo, hi)
+        return "RdBu_r", -bound, bound
+    vmin = lo if vmin is None else float(vmin)
+    vmax = hi if vmax is None else float(vmax)
+    if vmin == vmax:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    cmap = "RdBu_r" if vmin < 0 < vmax else "viridis"
+    return cmap, vmin, vmax
+
+
+def _draw_heatmap(ax, m, row_labels, col_labels, cmap, vmin, vmax, annotate, fmt):
+    im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(m.shape[1]), [str(c) for c in col_labels], rotation=45, ha="right")
+    ax.set_yticks(range(m.shape[0]), [str(r) for r in row_labels])
+    if annotate:
+        norm = mcolors.Normalize(vmin, vmax)
+        rgba = im.cmap(norm(np.nan_to_num(m, nan=vmin)))
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                if not np.isfinite(m[i, j]):
+                    continue
+                r, g, b, _ = rgba[i, j]
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+                ax.text(
+                    j,
+                    i,
+                    format(m[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
+    return im
+
+
+def heatmap(
+    matrix,
+    row_labels: Sequence,
+    col_labels: Sequence,
+    title: str,
+    cbar_label: str,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    annotate: bool = True,
+    fmt: str = ".2f",
+) -> Figure:
+    """One heatmap of `matrix [rows, cols]` (e.g. emotion x emotion cosines, layer x head scores).
+
+    Colour: diverging and centred on 0 when values have both signs and no limits are given,
+    sequential otherwise. `annotate` writes each value with `fmt`; NaN cells are left blank.
+    """
+    _require_title(title)
+    m = _as_matrix(matrix, row_labels, col_labels, "matrix")
+    cmap, lo, hi = _color_scale(m, vmin, vmax)
+    fig = Figure(figsize=(1.5 + 0.55 * m.shape[1], 1.2 + 0.45 * m.shape[0]))
+    ax = fig.add_subplot()
+    im = _draw_heatmap(ax, m, row_labels, col_labels, cmap, lo, hi, annotate, fmt)
+    fig.colorbar(im, ax=ax, label=cbar_label)
+    ax.set_title(title)
+    fig.set_layout_engine("tight")
+    return fig
+
+
+def heatmap_grid(
+    matrices: Mapping[str, object],
+    row_labels: Sequence,
+    col_labels: Sequence,
+    title: str,
+    cbar_label: str,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    annotate: bool = True,
+    fmt: str = ".2f",
+    ncols: int | None = None,
+) -> Figure:
+    """Several heatmaps of the same shape side by side (one per layer, emotion or model).
+
+    `matrices` maps a panel title to a `[rows, cols]` matrix. All panels share one colour scale and
+    one colour bar, so panels can be compared by colour.
+    """
+    _require_title(title)
+    if not matrices:
+        raise ValueError("matrices is empty; pass {panel title: [rows, cols] matrix}")
+    ms = {k: _as_matrix(v, row_labels, col_labels, f"matrices[{k!r}]") for k, v in matrices.items()}
+    cmap, lo, hi = _color_scale(np.stack(list(ms.values())), vmin, vmax)
+    n = len(ms)
+    ncols = ncols or min(n, 4)
+    nrows = math.ceil(n / ncols)
+    rows, cols = next(iter(ms.values())).shape
+    fig = Figure(
+        figsize=(ncols * (1.0 + 0.5 * cols) + 1.0, nrows * (1.0 + 0.4 * rows) + 0.6),
+        layout="constrained",
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    im = None
+    for ax, (name, m) in zip(axes.flat, ms.items(), strict=False):
+        im = _draw_heatmap(ax, m, row_labels, col_labels, cmap, lo, hi, annotate, fmt)
+        ax.set_title(str(name), fontsize=9)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.colorbar(im, ax=axes.ravel().tolist(), label=cbar_label, shrink=0.8)
+    fig.suptitle(title)
+    return fig
+
+
+def _check_band(name: str, band, n: int):
+    if not isinstance(band, (tuple, list)) or len(band) != 3:
+        raise ValueError(f"series[{name!r}] must be (mean, lo, hi); lo/hi may be None")
+    mean = np.asarray(band[0], dtype=np.float64)
+    lo = None if band[1] is None else np.asarray(band[1], dtype=np.float64)
+    hi = None if band[2] is None else np.asarray(band[2], dtype=np.float64)
+    if (lo is None) != (hi is None):
+        raise ValueError(f"series[{name!r}] has only one of lo/hi; pass both or neither")
+    shapes = {p.shape for p in (mean, lo, hi) if p is not None}
+    if shapes != {(n,)}:
+        raise ValueError(
+            f"series[{name!r}] parts have shapes {[np.shape(p) for p in band]}; "
+            f"each must be [{n}], one value per x position / label"
+        )
+    if lo is not None:
+        ok = np.isnan(mean + lo + hi) | ((lo <= mean + 1e-12) & (mean <= hi + 1e-12))
+        if not ok.all():
+            raise ValueError(f"series[{name!r}] has lo > mean or mean > hi; check the CI order")
+    return mean, lo, hi
+
+
+def line_with_band(
+    x,
+    series: Mapping[str, Band],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    dashed: Sequence[str] = (),
+    zero_line: bool = True,
+) -> Figure:
+    """Lines of `mean` over `x` with a shaded `[lo, hi]` band per series (e.g. steering effect vs
+    layer, emotion vector against random vectors of equal norm).
+
+    `series` maps a legend name to `(mean, lo, hi)`, each `[len(x)]`; lo/hi may be None. Names in
+    `dashed` are drawn dashed (controls). A thin line at y = 0 marks "no effect".
+    """
+    _require_title(title)
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"x has shape {x.shape}; pass a 1-D array of x positions")
+    if not series:
+        raise ValueError("series is empty; pass {name: (mean, lo, hi)}")
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    for name, band in series.items():
+        mean, lo, hi = _check_band(name, band, len(x))
+        style = "--" if name in dashed else "-"
+        (line,) = ax.plot(x, mean, style, marker="o", markersize=3, label=str(name))
+        if lo is not None:
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    if zero_line:
+        ax.axhline(0.0, color="grey", linewidth=0.8, zorder=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.set_layout_engine("tight")
+    return fig
+
+
+def bar_with_ci(
+    labels: Sequence,
+    series: Mapping[str, Band],
+    ylabel: str,
+    title: str,
+    annotate: bool = True,
+    fmt: str = ".3f",
+) -> Figure:
+    """Grouped bars with asymmetric CI error bars (e.g. ablation effect per head, emotion vs
+    control).
+
+    `labels` are the groups on the x axis; `series` maps a legend name to `(mean, lo, hi)`, each
+    `[len(labels)]`; lo/hi may be None (no error bar). `annotate` writes each mean above its bar.
+    """
+    _require_title(title)
+    if not series:
+        raise ValueError("series is empty; pass {name: (mean, lo, hi)}")
+    n = len(labels)
+    pos = np.arange(n, dtype=np.float64)
+    width = 0.8 / len(series)
+    fig = Figure(figsize=(max(4.0, 1.0 + 0.6 * n * len(series)), 4.0))
+    ax = fig.add_subplot()
+    for k, (name, band) in enumerate(series.items()):
+        mean, lo, hi = _check_band(name, band, n)
+        yerr = None if lo is None else np.stack([mean - lo, hi - mean])
+        bars = ax.bar(
+            pos + (k - (len(series) - 1) / 2) * width, mean, width, yerr=yerr, capsize=3, label=name
+        )
+        if annotate:
+            ax.bar_label(bars, labels=[format(v, fmt) for v in mean], fontsize=7, padding=2)
+    ax.axhline(0.0, color="grey", linewidth=0.8, zorder=0)
+    ax.set_xticks(pos, [str(label) for label in labels], rotation=45 if n > 6 else 0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    fig.set_layout_engine("tight")
+    return fig
