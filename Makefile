@@ -1,0 +1,33 @@
+# Two commands on a fresh machine (Python 3.10+, no model hub needed):
+#   make demo   - create .venv, install, run the whole study on the embedded demo models
+#   make test   - create .venv, install with test extras, lint and run every test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/demo
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) scripts/run_study.py --config=configs/demo.py --workdir=$(WORKDIR)
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q -n 2 --durations=15
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_extraction.py
+	$(PY) benchmarks/bench_steering.py
+	$(PY) benchmarks/bench_heads.py
+
+.PHONY: install demo lint test bench

@@ -1,0 +1,1 @@
+"""jaxcirc: emotion circuits in small language models, on JAX/Flax."""
