@@ -126,5 +126,5 @@ def random_model(name_or_config, seed: int = 0, tokenizer=None) -> LoadedModel:
         )
         label = name_or_config if isinstance(name_or_config, str) else hf.get("model_type", "")
         cfg = families.config_from_hf(hf, name=f"random {label}")
-    params = init_params(cfg, jax.random.key(seed))
+    params = init_params(cfg, seed)
     return LoadedModel(cfg, params, tokenizer, cfg.name, None, None)

@@ -28,6 +28,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from models.config import ModelConfig
 from models.contract import LAYER_EDIT_FIELDS, Edits, Record, Trace
@@ -277,24 +278,47 @@ class Unembed(nn.Module):
 # Initialisation
 
 
-def init_params(cfg: ModelConfig, key: jax.Array) -> Params:
-    """Random parameters of the right shapes (normal 0.02, LN at identity), layers stacked."""
-    k_embed, k_blocks, k_unembed = jax.random.split(key, 3)
-    tokens = jnp.zeros((1, 1), jnp.int32)
-    pos = jnp.zeros((1, 1), jnp.int32)
-    embed = Embed(cfg).init(k_embed, tokens, pos)["params"]
-    ctx = Context(pos, jnp.zeros((1,), jnp.int32), jnp.ones((1, 1), bool), None)
-    x = jnp.zeros((1, 1, cfg.d_model))
+def param_shapes(cfg: ModelConfig) -> Params:
+    """The parameter tree as `jax.ShapeDtypeStruct`s (traced abstractly: nothing is computed)."""
 
-    def one_block(k):
-        return Block(cfg).init(k, x, ctx, 1, {}, Record())["params"]
+    def build(key):
+        k_embed, k_blocks, k_unembed = jax.random.split(key, 3)
+        tokens = jnp.zeros((1, 1), jnp.int32)
+        embed = Embed(cfg).init(k_embed, tokens, tokens)["params"]
+        ctx = Context(tokens, jnp.zeros((1,), jnp.int32), jnp.ones((1, 1), bool), None)
+        x = jnp.zeros((1, 1, cfg.d_model))
 
-    blocks = jax.vmap(one_block)(jax.random.split(k_blocks, cfg.n_layers))
-    unembed = Unembed(cfg).init(k_unembed, x, embed["W_E"])["params"]
-    params = {"embed": embed, "blocks": blocks, "ln_final": unembed["ln_final"]}
-    if "W_U" in unembed or "b_U" in unembed:
-        params["unembed"] = {k: v for k, v in unembed.items() if k != "ln_final"}
-    return params
+        def one_block(k):
+            return Block(cfg).init(k, x, ctx, 1, {}, Record())["params"]
+
+        blocks = jax.vmap(one_block)(jax.random.split(k_blocks, cfg.n_layers))
+        unembed = Unembed(cfg).init(k_unembed, x, embed["W_E"])["params"]
+        params = {"embed": embed, "blocks": blocks, "ln_final": unembed["ln_final"]}
+        rest = {k: v for k, v in unembed.items() if k != "ln_final"}
+        if rest:
+            params["unembed"] = rest
+        return params
+
+    return jax.eval_shape(build, jax.random.key(0))
+
+
+def init_params(cfg: ModelConfig, key: int | jax.Array = 0, std: float = 0.02) -> Params:
+    """Random parameters: weights normal(0, std) (positions std/2), biases 0, layer-norm gains 1;
+    layers stacked. Drawn with numpy from the integer seed `key` (an XLA-compiled initialiser
+    takes seconds to compile; this takes none)."""
+    seed = int(jax.random.key_data(key).sum()) if isinstance(key, jax.Array) else int(key)
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name == "scale":
+            return jnp.ones(leaf.shape, leaf.dtype)
+        if name.startswith("b") or name == "bias":
+            return jnp.zeros(leaf.shape, leaf.dtype)
+        s = std / 2 if name == "W_pos" else std
+        return jnp.asarray(rng.standard_normal(leaf.shape, np.float32) * s)
+
+    return jax.tree_util.tree_map_with_path(draw, param_shapes(cfg))
 
 
 # ---------------------------------------------------------------------------------------------
