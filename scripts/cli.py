@@ -31,8 +31,15 @@ def run_or_exit(fn):
 
 def main(fn):
     """app.run with flag errors (unknown flag, unreadable config file) as one line + exit 2."""
+    from absl import logging
+
+    def quiet(argv):
+        # orbax logs every checkpoint step at INFO; progress lines are ours.
+        logging.set_verbosity(logging.WARNING)
+        return fn(argv)
+
     try:
-        app.run(fn)
+        app.run(quiet)
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001 - flag parsing raises several types

@@ -1,0 +1,59 @@
+"""Sections every study config shares; demo.py and paper.py change what differs."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    from jaxcirc import heads, phase_alignment, phase_vectors, steering
+
+    c = ml_collections.ConfigDict()
+    c.name = ""  # shown in the report title
+    # Phases to run, in order; see jaxcirc.study.PHASES.
+    c.phases = [
+        "dataset",
+        "extract",
+        "vectors",
+        "alignment",
+        "steering",
+        "heads",
+        "cross_model",
+        "report",
+    ]
+    # Prepend the tokenizer's BOS token to every text? Recorded with every tokenisation.
+    c.prepend_bos = False
+
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.set = "baseline"  # "baseline" (70 per emotion) or "extended" (100 per emotion)
+    c.dataset.path = ""  # a JSONL file in the dataset schema, instead of the shipped prompts
+    c.dataset.realworld = True  # also use the 35 real-world texts (steering inputs)
+
+    c.extract = ml_collections.ConfigDict()
+    c.extract.batch_size = 32  # prompts per forward pass
+
+    c.vectors = phase_vectors.default_config()
+    c.alignment = phase_alignment.default_config()
+    c.steering = steering.default_config()
+    c.steering.max_prompts = 70  # neutral prompts used as steering inputs (all 70 of baseline)
+    c.steering.vector_method = (
+        "token"  # which emotion vectors steer: sentence_end | token | token_delta
+    )
+    c.steering.vector_centre = "neutral"  # raw | neutral | grand
+    c.heads = heads.default_config()
+    c.heads.vector_method = "sentence_end"  # the emotion direction heads are scored against
+    c.heads.vector_centre = "neutral"
+    # One BOS choice for the whole study: the phases that tokenise again follow it.
+    c.steering.prepend_bos = c.get_ref("prepend_bos")
+    c.heads.prepend_bos = c.get_ref("prepend_bos")
+
+    # Cross-model patching (the study's future work): steer model B with model A's emotion
+    # vector mapped through the alignment map fit on neutral activations.
+    c.cross_model = ml_collections.ConfigDict()
+    c.cross_model.max_prompts = 35  # neutral prompts steered
+    c.cross_model.relative_depth = 0.5  # steer at this fraction of each model's depth
+    c.cross_model.alphas = [-4.0, -2.0, 2.0, 4.0]  # in units of the target layer's residual norm
+    c.cross_model.ridge = 1.0  # ridge strength of the map fit on neutral token activations
+    c.cross_model.n_random_seeds = 10  # random directions of equal norm (control)
+    c.cross_model.seed = 0
+    return c

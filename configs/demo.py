@@ -1,0 +1,63 @@
+"""The embedded default: the whole study on three small TRAINED stand-ins (GPT-2, GPT-NeoX/Pythia
+and GPT-Neo families, 4 layers, d_model 128), trained on the demo corpus the project ships, with
+a byte-level BPE tokenizer trained on the same corpus. Works offline; every output says these
+are stand-ins, not the study's checkpoints.
+
+    python scripts/run_study.py --config=configs/demo.py --workdir=runs/demo
+    python scripts/run_study.py --config=configs/demo.py:smoke --workdir=/tmp/smoke   # CI size
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.common import base_config
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    if arg not in ("", "smoke"):
+        raise ValueError(f"configs/demo.py takes '' or 'smoke', not {arg!r}")
+    c = base_config()
+    c.name = "demo (trained stand-ins)" + (" - smoke size" if arg == "smoke" else "")
+
+    c.models = ml_collections.ConfigDict()
+    c.models.kind = "standin"  # small models of each family, trained here (jaxcirc.demo_models)
+    c.models.families = ["gpt2", "gpt_neox", "gpt_neo"]
+    c.models.cache_dir = "~/.cache/jaxcirc/demo"  # trained params + tokenizer, reused on reruns
+    c.models.corpus_lines = 4000  # lines of the generated training corpus
+    c.models.seed = 0
+    c.models.train = ml_collections.ConfigDict()
+    from jaxcirc import demo_models
+
+    for k, v in demo_models.TrainConfig().__dict__.items():
+        c.models.train[k] = v
+
+    if arg == "smoke":
+        c.models.corpus_lines = 800
+        c.models.train.steps = 40
+        c.models.cache_dir = "~/.cache/jaxcirc/demo-smoke"
+        c.steering.max_prompts = 6
+        c.cross_model.max_prompts = 4
+        c.cross_model.n_random_seeds = 2
+        c.vectors.n_perm = 20
+        c.alignment.n_perm = 5
+        smoke_overrides(c)
+    return c
+
+
+def smoke_overrides(c):
+    """Shrink every sweep so the whole study runs in a minute or two (CI)."""
+    c.steering.layers = (1, 3)
+    c.steering.alphas = (-8.0, 0.0, 8.0)
+    c.steering.n_random_seeds = 2
+    c.steering.max_new_tokens = 6
+    c.steering.n_boot = 200
+    c.steering.samples_per_cell = 1
+    c.steering.patch_layers = (1,)
+    c.cross_model.alphas = (8.0,)
+    c.heads.n_random = 2
+    c.heads.n_boot = 200
+    c.heads.n_perm = 100
+    c.heads.top_k = 3
+    c.vectors.probe_n_perm = 5
+    c.vectors.plots = True

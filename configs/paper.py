@@ -1,0 +1,46 @@
+"""The study itself: GPT-2 small, Pythia-160M and GPT-Neo-125M, extended set, every phase.
+
+Needs the checkpoints: from the hub when it is reachable, else the Hugging Face cache
+(HF_HUB_OFFLINE=1 to skip the network), else local folders (edit `sources`). Fails at once, with
+where it looked, when the weights are not there.
+
+    python scripts/run_study.py --config=configs/paper.py --workdir=runs/paper
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.common import base_config
+
+
+def _source(label: str, source: str, revision: str = "") -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    s.label = label  # how outputs name the model
+    s.source = source  # hub name or a local folder with config.json + model.safetensors
+    s.revision = revision  # hub revision (e.g. Pythia "step143000"); "" = main
+    return s
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    c = base_config()
+    c.name = "paper (GPT-2 small, Pythia-160M, GPT-Neo-125M)"
+    c.dataset.set = "extended"
+    c.steering.max_prompts = 100
+    c.models = ml_collections.ConfigDict()
+    c.models.kind = "checkpoint"
+    c.models.hf_cache = ""  # "" = the default HF cache (HF_HOME / HF_HUB_CACHE)
+    c.models.sources = [
+        _source("gpt2", "gpt2"),
+        _source("pythia-160m", "EleutherAI/pythia-160m"),
+        _source("gpt-neo-125m", "EleutherAI/gpt-neo-125m"),
+    ]
+    if arg == "larger":  # the study's future work: larger models
+        c.models.sources = [
+            _source("gpt2-medium", "gpt2-medium"),
+            _source("pythia-410m", "EleutherAI/pythia-410m"),
+        ]
+        c.name = "paper, larger models (GPT-2 medium, Pythia-410M)"
+    elif arg:
+        raise ValueError(f"configs/paper.py takes '' or 'larger', not {arg!r}")
+    return c

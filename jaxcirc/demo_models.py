@@ -1,0 +1,596 @@
+"""The offline demo's models: small stand-ins of GPT-2, Pythia (GPT-NeoX) and GPT-Neo, trained
+for a minute or two each on the corpus the project ships (`jaxcirc.corpus`).
+
+    models, metrics = load_or_train(Path("~/.cache/jaxcirc/demo").expanduser())
+    for label, model in models.items():        # label says "stand-in" and how it was trained
+        logits, trace = model.forward(model.tokenize(["Thank you!"], prepend_bos=True))
+
+Random weights would make every phase of the study report noise, so each stand-in learns the
+corpus first: the shapes are those of the real families at small size (`StandinShape`), the
+tokenizer is a byte-level BPE trained on the same corpus (`jaxcirc.bpe`), and training runs
+through the shared `models.forward`, so the trained model is exactly the model the study runs.
+
+What a stand-in learned is measured on held-out corpus lines, beside two baselines: a uniform
+model (log d_vocab nats per token) and the training unigram distribution, whose held-out
+cross-entropy is what a model that ignores context can reach.
+
+Trained params are cached with orbax, one folder per model, keyed by a hash of everything that
+decides them (corpus lines, tokenizer, model config, train config, seeds); a changed input trains
+a new entry and an unchanged one is reused. An entry is built in a temporary folder and renamed
+into place only when complete, so a crash never leaves a half entry that would be reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import models
+from jaxcirc import bpe, corpus
+
+# Bump when training or packing changes what a given config produces: old cache entries then miss.
+TRAINER_VERSION = 1
+
+FAMILIES: tuple[str, ...] = ("gpt2", "gpt_neox", "gpt_neo")
+DEMO_VOCAB_SIZE = 1024
+
+# What each family's stand-in is called in every output: the published model it stands in for.
+_SHORT = {"gpt2": "gpt2", "gpt_neox": "pythia", "gpt_neo": "gpt-neo"}
+
+
+@dataclasses.dataclass(frozen=True)
+class StandinShape:
+    """The shape shared by the three stand-ins (each family keeps its own architecture)."""
+
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    # Longest sequence: the demo's prompts are at most ~40 tokens, plus a continuation.
+    n_ctx: int = 128
+    # GPT-Neo's local layers see this many keys: n_ctx / 8, the ratio of the published models
+    # (256 of 2048), so the local layers matter on prompts with a continuation.
+    local_window: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a stand-in is trained (AdamW, warmup then cosine decay)."""
+
+    # 240 steps x 16 rows x 128 tokens (~490k tokens, ~7 passes over the 3,600 training lines):
+    # ~0.6 CPU-s per step for the 4L d128 stand-ins, so ~100 s per model on 2 quiet cores.
+    # Held-out loss of the gpt2 stand-in vs steps (batch 16, lr 3e-3): 1.37 at 250, 1.09 at 600.
+    steps: int = 240
+    batch: int = 16  # rows per step
+    seq_len: int = 128  # tokens per row; should equal n_ctx so every learned position is trained
+    lr: float = 8e-3  # peak learning rate after `warmup` steps (1.29 vs 1.37 for 3e-3, 250 steps)
+    warmup: int = 30  # linear warmup steps
+    end_lr_frac: float = 0.1  # the cosine decays to lr * end_lr_frac at the last step
+    weight_decay: float = 0.01  # AdamW decay, on weight matrices only (not biases, LN, W_pos)
+    grad_clip: float = 1.0  # global-norm clipping: the first steps at 3e-3 can spike
+    seed: int = 0  # parameter init and batch order (the corpus has its own seed)
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "seq_len"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"TrainConfig.{name}={v!r}; pass a positive int")
+        if self.seq_len < 2:
+            raise ValueError(f"TrainConfig.seq_len={self.seq_len}; needs at least 2 tokens")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr={self.lr}; pass a positive learning rate")
+
+
+@dataclasses.dataclass
+class TrainMetrics:
+    """What training a stand-in reached. Losses are mean next-token cross-entropy in nats per
+    predicted token of the held-out corpus lines, packed as in training (`pack`: each line after
+    an EOS, so a line's first token is predicted from EOS and the EOS from the line before when
+    both share a row), except `train_loss` (mean over the last 10% of steps, training batches).
+    All baselines are scored on exactly the same target tokens."""
+
+    label: str
+    family: str
+    held_out_loss: float  # the trained model
+    initial_loss: float  # the same model at its random init (the "untrained" control)
+    uniform_loss: float  # log(d_vocab): a model that knows nothing
+    unigram_loss: float  # training unigram frequencies (add-one smoothed): ignores context
+    train_loss: float
+    steps: int
+    batch: int
+    seq_len: int
+    wall_s: float  # training loop only (compile included), not the evaluation
+    cpu_s: float  # process CPU seconds of the same loop (all threads): less load-dependent
+    steps_per_s: float  # measured after the first (compiling) step
+    n_params: int
+    d_vocab: int
+    n_train_lines: int
+    n_held_out_lines: int
+    held_out_tokens: int
+    curve: list[tuple[int, float]]  # (step, train loss) at ~20 points
+    held_out_curve: list[tuple[int, float]]  # (step, held-out loss) at 0 and 4 more points
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainMetrics:
+        d = dict(d)
+        for k in ("curve", "held_out_curve"):
+            d[k] = [tuple(p) for p in d.get(k, [])]
+        return cls(**d)
+
+    def summary(self) -> str:
+        return (
+            f"{self.label}: held-out {self.held_out_loss:.3f} nats/token vs unigram "
+            f"{self.unigram_loss:.3f}, uniform {self.uniform_loss:.3f}, untrained "
+            f"{self.initial_loss:.3f} ({self.steps} steps, {self.wall_s:.0f}s)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stand-in configs
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}")
+
+
+def standin_label(family: str, shape: StandinShape = StandinShape()) -> str:
+    """How the stand-in is named in every output, e.g.
+    "gpt2-standin (4L d128, trained on the demo corpus)"."""
+    _check_family(family)
+    size = f"{shape.n_layers}L d{shape.d_model}"
+    if family == "gpt_neox":
+        size = f"GPT-NeoX {size}"
+    if family == "gpt_neo":
+        size = f"{size}, local window {shape.local_window}"
+    return f"{_SHORT[family]}-standin ({size}, trained on the demo corpus)"
+
+
+def standin_hf_config(
+    family: str, vocab_size: int = DEMO_VOCAB_SIZE, shape: StandinShape = StandinShape()
+) -> dict:
+    """The config.json dict of a family's stand-in (`models.tiny_hf_config` at `shape`)."""
+    _check_family(family)
+    s = shape
+    common = dict(vocab_size=vocab_size, bos_token_id=bpe.EOS_ID, eos_token_id=bpe.EOS_ID)
+    if family == "gpt2":
+        over = dict(n_positions=s.n_ctx, n_embd=s.d_model, n_layer=s.n_layers, n_head=s.n_heads)
+    elif family == "gpt_neox":
+        over = dict(
+            max_position_embeddings=s.n_ctx,
+            hidden_size=s.d_model,
+            num_hidden_layers=s.n_layers,
+            num_attention_heads=s.n_heads,
+            intermediate_size=4 * s.d_model,
+        )
+    else:
+        over = dict(
+            max_position_embeddings=s.n_ctx,
+            hidden_size=s.d_model,
+            num_layers=s.n_layers,
+            num_heads=s.n_heads,
+            window_size=s.local_window,
+        )
+    return models.tiny_hf_config(family, **common, **over)
+
+
+def standin_config(
+    family: str, vocab_size: int = DEMO_VOCAB_SIZE, shape: StandinShape = StandinShape()
+) -> models.ModelConfig:
+    """The stand-in's `ModelConfig`, named by its label."""
+    hf = standin_hf_config(family, vocab_size, shape)
+    return models.config_from_hf(hf, name=standin_label(family, shape))
+
+
+# The three stand-ins at the demo's shape and vocabulary (config.json dicts by family).
+STANDINS: dict[str, dict] = {f: standin_hf_config(f) for f in FAMILIES}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: lines packed into rows
+
+
+def encode_lines(tokenizer, lines: Sequence[str]) -> list[list[int]]:
+    """Token ids of each line, no special tokens."""
+    return [list(ids) for ids in tokenizer(list(lines), add_special_tokens=False)["input_ids"]]
+
+
+def pack(
+    encoded: Sequence[Sequence[int]], seq_len: int, lead_eos: Sequence[bool] | bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pack lines into rows: each line is preceded by EOS, whole lines fill a row greedily, and
+    the rest of a row is padding. A line longer than a row is cut to fit.
+
+    Rows always start at a line start. `lead_eos` (per row, or one bool for all) says whether a
+    row's first line keeps its EOS; training mixes both so a prompt run with or without a
+    prepended BOS is in distribution.
+
+    Returns ids [row, seq_len] int32 (padding holds EOS) and mask [row, seq_len] bool.
+    """
+    rows: list[list[int]] = []
+    cur: list[int] = []
+    for line in encoded:
+        piece = [bpe.EOS_ID, *line][:seq_len]
+        if cur and len(cur) + len(piece) > seq_len:
+            rows.append(cur)
+            cur = []
+        cur = cur + piece
+    if cur:
+        rows.append(cur)
+    if isinstance(lead_eos, bool):
+        lead_eos = [lead_eos] * len(rows)
+    ids = np.full((len(rows), seq_len), bpe.EOS_ID, np.int32)
+    mask = np.zeros((len(rows), seq_len), bool)
+    for i, row in enumerate(rows):
+        if not lead_eos[i % len(lead_eos)] and len(row) > 1:
+            row = row[1:]
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = True
+    return ids, mask
+
+
+def _epochs(encoded, seq_len: int, batch: int, rng: np.random.Generator):
+    """Endless (ids [batch, seq_len], mask) batches: each epoch reshuffles the lines, repacks
+    them, and drops the leading EOS of a random half of the rows."""
+    order = np.arange(len(encoded))
+    while True:
+        rng.shuffle(order)
+        n_rows_guess = len(encoded)  # more than enough flags for any packing
+        lead = list(rng.random(n_rows_guess) < 0.5)
+        ids, mask = pack([encoded[i] for i in order], seq_len, lead)
+        rows = rng.permutation(len(ids))
+        for s in range(0, len(rows) - batch + 1, batch):
+            take = rows[s : s + batch]
+            yield ids[take], mask[take]
+        if len(rows) < batch:
+            raise ValueError(
+                f"the training lines pack into {len(rows)} rows, fewer than batch={batch}; "
+                "pass more lines or a smaller batch"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss and baselines
+
+
+def _token_nll(cfg: models.ModelConfig, params, ids, mask):
+    """Summed next-token NLL over real (target, context) pairs and their count.
+
+    ids, mask: [batch, seq_len]. The forward is the study's own (`models.forward`).
+    """
+    logits, _ = models.forward(cfg, params, ids, mask, None, models.Record(logits="all"))
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
+    w = (mask[:, 1:] & mask[:, :-1]).astype(jnp.float32)
+    return (nll * w).sum(), w.sum()
+
+
+def _evaluator(cfg: models.ModelConfig, batch: int = 32):
+    """f(params, ids, mask) -> mean next-token NLL (nats) over packed rows [row, seq_len],
+    run in fixed-size batches so it compiles once."""
+    nll = jax.jit(lambda p, i, m: _token_nll(cfg, p, i, m))
+
+    def evaluate(params, ids: np.ndarray, mask: np.ndarray) -> float:
+        total, count = 0.0, 0.0
+        for s in range(0, len(ids), batch):
+            i, m = ids[s : s + batch], mask[s : s + batch]
+            if len(i) < batch:  # pad with fully masked rows to keep one shape
+                pad = batch - len(i)
+                i = np.concatenate([i, np.zeros((pad, i.shape[1]), i.dtype)])
+                m = np.concatenate([m, np.zeros((pad, m.shape[1]), bool)])
+            t, c = nll(params, jnp.asarray(i), jnp.asarray(m))
+            total += float(t)
+            count += float(c)
+        return total / count
+
+    return evaluate
+
+
+def _targets(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The token ids predicted in packed rows (the positions `_token_nll` scores), flat."""
+    w = mask[:, 1:] & mask[:, :-1]
+    return ids[:, 1:][w]
+
+
+def unigram_loss(train_targets: np.ndarray, held_targets: np.ndarray, d_vocab: int) -> float:
+    """Held-out cross-entropy (nats/token) of the training unigram distribution, add-one
+    smoothed so a token unseen in training costs log(N + d_vocab), not infinity."""
+    counts = np.bincount(train_targets, minlength=d_vocab).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[held_targets].mean())
+
+
+def _decay_mask(params):
+    # Decay weight matrices only: biases, LayerNorm and learned positions stay undecayed.
+    def keep(path, _):
+        name = str(getattr(path[-1], "key", path[-1]))
+        return name.startswith("W_") and name != "W_pos"
+
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=tc.lr,
+        warmup_steps=min(tc.warmup, max(tc.steps - 1, 1)),
+        decay_steps=max(tc.steps, tc.warmup + 1),
+        end_value=tc.lr * tc.end_lr_frac,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(tc.grad_clip),
+        optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=tc.weight_decay, mask=_decay_mask),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def train_standin(
+    family: str,
+    tokenizer,
+    train_lines: Sequence[str],
+    held_out_lines: Sequence[str],
+    train_cfg: TrainConfig = TrainConfig(),
+    progress: bool = True,
+    shape: StandinShape = StandinShape(),
+) -> tuple[dict, TrainMetrics]:
+    """Train `family`'s stand-in on `train_lines` (next-token cross-entropy, AdamW).
+
+    Returns (params as numpy arrays, layers stacked as in `models.transformer`; metrics measured
+    on `held_out_lines`). The model's vocabulary is `len(tokenizer)`.
+    """
+    tc = train_cfg
+    if tc.seq_len > shape.n_ctx:
+        raise ValueError(f"seq_len={tc.seq_len} exceeds n_ctx={shape.n_ctx}; lower seq_len")
+    if not train_lines or not held_out_lines:
+        raise ValueError("train_lines and held_out_lines must both be non-empty")
+    cfg = standin_config(family, len(tokenizer), shape)
+    label = cfg.name
+    enc_train = encode_lines(tokenizer, train_lines)
+    enc_held = encode_lines(tokenizer, held_out_lines)
+    held_ids, held_mask = pack(enc_held, tc.seq_len, lead_eos=True)
+    tr_ids, tr_mask = pack(enc_train, tc.seq_len, lead_eos=True)
+
+    params = models.init_params(cfg, tc.seed)
+    opt = make_optimizer(tc)
+    opt_state = jax.jit(opt.init)(params)  # one compile instead of one per eager op
+
+    def loss_fn(p, ids, mask):
+        total, count = _token_nll(cfg, p, ids, mask)
+        return total / jnp.maximum(count, 1.0)
+
+    @jax.jit
+    def step(p, s, ids, mask):
+        loss, grads = jax.value_and_grad(loss_fn)(p, ids, mask)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    evaluate = _evaluator(cfg)
+    initial = evaluate(params, held_ids, held_mask)
+    batches = _epochs(enc_train, tc.seq_len, tc.batch, np.random.default_rng(tc.seed))
+    curve: list[tuple[int, float]] = []
+    every = max(tc.steps // 20, 1)
+    held_at = {round(tc.steps * k / 4) for k in range(1, 4)}
+    held_curve = [(0, initial)]
+    t0, c0 = time.monotonic(), time.process_time()
+    t1 = t0
+    eval_wall = eval_cpu = 0.0  # the held-out curve's evaluations, not counted as training
+    last_print = t0
+    for i in range(tc.steps):
+        ids, mask = next(batches)
+        params, opt_state, loss = step(params, opt_state, jnp.asarray(ids), jnp.asarray(mask))
+        if i == 0 or i % every == every - 1 or i == tc.steps - 1:
+            curve.append((i + 1, float(loss)))  # syncs; only at curve points
+        if i + 1 in held_at and i + 1 < tc.steps:
+            e0 = time.monotonic(), time.process_time()
+            held_curve.append((i + 1, evaluate(params, held_ids, held_mask)))
+            eval_wall += time.monotonic() - e0[0]
+            eval_cpu += time.process_time() - e0[1]
+        if i == 0:
+            t1 = time.monotonic()
+        now = time.monotonic()
+        if progress and (now - last_print >= 5 or i == tc.steps - 1):
+            _say(f"train {label}: step {i + 1}/{tc.steps} loss {float(loss):.3f}")
+            last_print = now
+    jax.block_until_ready(params)
+    t_end, c_end = time.monotonic(), time.process_time()
+    held_out = evaluate(params, held_ids, held_mask)
+    held_curve.append((tc.steps, held_out))
+    tail = [loss for s, loss in curve if s > 0.9 * tc.steps] or [curve[-1][1]]
+
+    metrics = TrainMetrics(
+        label=label,
+        family=family,
+        held_out_loss=held_out,
+        initial_loss=initial,
+        uniform_loss=math.log(cfg.d_vocab),
+        unigram_loss=unigram_loss(
+            _targets(tr_ids, tr_mask), _targets(held_ids, held_mask), cfg.d_vocab
+        ),
+        train_loss=float(np.mean(tail)),
+        steps=tc.steps,
+        batch=tc.batch,
+        seq_len=tc.seq_len,
+        wall_s=t_end - t0 - eval_wall,
+        cpu_s=c_end - c0 - eval_cpu,
+        steps_per_s=(tc.steps - 1) / (t_end - t1 - eval_wall) if tc.steps > 1 else 0.0,
+        n_params=int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params))),
+        d_vocab=cfg.d_vocab,
+        n_train_lines=len(train_lines),
+        n_held_out_lines=len(held_out_lines),
+        held_out_tokens=int(_targets(held_ids, held_mask).size),
+        curve=curve,
+        held_out_curve=held_curve,
+    )
+    if progress:
+        _say(metrics.summary())
+    return jax.tree_util.tree_map(np.asarray, params), metrics
+
+
+def _say(msg: str) -> None:
+    if os.environ.get("JAXCIRC_QUIET", "") != "1":
+        print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _lines_hash(lines: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def entry_key(
+    family: str,
+    tokenizer,
+    train_lines: Sequence[str],
+    held_out_lines: Sequence[str],
+    train_cfg: TrainConfig,
+    shape: StandinShape,
+) -> str:
+    """Cache key of a stand-in: everything that decides its params and metrics."""
+    return _hash(
+        {
+            "v": TRAINER_VERSION,
+            "train": _lines_hash(train_lines),
+            "held_out": _lines_hash(held_out_lines),
+            "tokenizer": bpe.fingerprint(tokenizer),
+            "hf_config": standin_hf_config(family, len(tokenizer), shape),
+            "label": standin_label(family, shape),
+            "train_cfg": dataclasses.asdict(train_cfg),
+        }
+    )
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer()
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Rename a complete temporary entry into place (another process may have won the race)."""
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not (final / "metrics.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_entry(final: Path, params, metrics: TrainMetrics, hf: dict, tokenizer) -> None:
+    """Write params (orbax), metrics.json, config.json and tokenizer.json into `final`, atomically:
+    all into a temporary folder beside it, renamed into place last."""
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        ckpt = _checkpointer()
+        ckpt.save((tmp / "params").resolve(), params)
+        ckpt.wait_until_finished()
+        (tmp / "config.json").write_text(json.dumps(hf, indent=1, sort_keys=True))
+        (tmp / "tokenizer.json").write_text(bpe.to_json(tokenizer), encoding="utf-8")
+        # metrics.json last: an entry with it is complete (the rename is the real commit).
+        (tmp / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=1))
+        _commit(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _restore_entry(final: Path) -> tuple[dict, TrainMetrics] | None:
+    """(params, metrics) of a complete cache entry, or None (a broken entry is deleted)."""
+    if not (final / "metrics.json").is_file():
+        return None
+    try:
+        metrics = TrainMetrics.from_dict(json.loads((final / "metrics.json").read_text()))
+        params = _checkpointer().restore((final / "params").resolve())
+    except Exception:  # noqa: BLE001 - a broken entry is retrained, never trusted
+        shutil.rmtree(final, ignore_errors=True)
+        return None
+    return params, metrics
+
+
+def _tokenizer_cached(cache_dir: Path, lines: Sequence[str], vocab_size: int, progress: bool):
+    key = _hash([_lines_hash(lines), vocab_size, bpe.VERSION])
+    path = cache_dir / f"tokenizer-{key}" / "tokenizer.json"
+    if path.is_file():
+        try:
+            return bpe.load_tokenizer(path)
+        except Exception:  # noqa: BLE001 - a broken file is retrained
+            path.unlink(missing_ok=True)
+    if progress:
+        _say(f"training the demo BPE tokenizer (vocab {vocab_size}) on {len(lines)} lines")
+    tok = bpe.train_tokenizer(lines, vocab_size)
+    bpe.save_tokenizer(tok, path)
+    return tok
+
+
+def load_or_train(
+    cache_dir: str | os.PathLike,
+    families: Sequence[str] = FAMILIES,
+    train_cfg: TrainConfig | None = None,
+    n_lines: int = 4000,
+    seed: int = 0,
+    progress: bool = True,
+    vocab_size: int = DEMO_VOCAB_SIZE,
+    held_out_frac: float = 0.1,
+    shape: StandinShape = StandinShape(),
+) -> tuple[dict[str, models.LoadedModel], dict[str, TrainMetrics]]:
+    """The trained stand-ins of `families`, from `cache_dir` or trained now and cached there.
+
+    The corpus is `corpus.build_corpus(n_lines, seed)`, split by `corpus.split_corpus(lines,
+    held_out_frac, seed)`; the BPE tokenizer is trained on the training lines only, so held-out
+    lines are unseen by the tokenizer too. Returns ({label: LoadedModel with `tokenizer` set and
+    `source` = label}, {label: TrainMetrics}), in the order of `families`.
+
+    Cache layout: `tokenizer-<hash>/tokenizer.json`, and per model `<family>-<key>/` holding
+    `params/` (orbax), `metrics.json`, `config.json`, `tokenizer.json`.
+    """
+    for f in families:
+        _check_family(f)
+    tc = train_cfg if train_cfg is not None else TrainConfig()
+    cache_dir = Path(cache_dir).expanduser()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    lines = corpus.build_corpus(n_lines, seed)
+    train_lines, held_out = corpus.split_corpus(lines, held_out_frac, seed)
+    tok = _tokenizer_cached(cache_dir, train_lines, vocab_size, progress)
+    out_models: dict[str, models.LoadedModel] = {}
+    out_metrics: dict[str, TrainMetrics] = {}
+    for family in families:
+        cfg = standin_config(family, len(tok), shape)
+        key = entry_key(family, tok, train_lines, held_out, tc, shape)
+        final = cache_dir / f"{family}-{key}"
+        got = _restore_entry(final)
+        if got is None:
+            params, metrics = train_standin(family, tok, train_lines, held_out, tc, progress, shape)
+            _save_entry(final, params, metrics, standin_hf_config(family, len(tok), shape), tok)
+        else:
+            params, metrics = got
+            if progress:
+                _say(f"reusing {metrics.summary()}")
+        params = jax.tree_util.tree_map(jnp.asarray, params)
+        out_models[cfg.name] = models.LoadedModel(cfg, params, tok, cfg.name, None, key)
+        out_metrics[cfg.name] = metrics
+    return out_models, out_metrics
