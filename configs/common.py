@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
         "token"  # which emotion vectors steer: sentence_end | token | token_delta
     )
     c.steering.vector_centre = "neutral"  # raw | neutral | grand
+    c.steering.patch_emotions = ["gratitude", "anger"]  # source emotions patched into neutral
     c.heads = heads.default_config()
     c.heads.vector_method = "sentence_end"  # the emotion direction heads are scored against
     c.heads.vector_centre = "neutral"

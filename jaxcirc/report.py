@@ -124,7 +124,7 @@ def _section_vectors(root: Path, labels: list[str]) -> list[str]:
             ]
             for pair in PAIRS:
                 cells = []
-                for c, h in by_centre.items():
+                for h in by_centre.values():
                     v = h["last_layer"]["pairs"].get(pair)
                     if v is None:
                         cells.append("n/a")
@@ -173,7 +173,7 @@ def _section_alignment(root: Path) -> list[str]:
     for pair_name, per_pairing in pairs.items():
         if not isinstance(per_pairing, dict):
             continue
-        for pairing, summ in per_pairing.items():
+        for summ in per_pairing.values():
             if not isinstance(summ, dict) or "methods" not in summ:
                 continue
             methods = summ["methods"]

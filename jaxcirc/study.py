@@ -321,15 +321,20 @@ def _phase_steering(st: Study, vec_hashes: dict[str, str]) -> dict[str, str]:
                 summary[name] = steering.run_steering(
                     st.models[label], texts, vecs, cfg.steering, out_dir
                 )
-            emotional = {
-                emo: _texts([r for r in prompts if r.emotion == emo])
-                for emo in ("gratitude", "anger", "apology")
-            }
-            pdir = stage.dir / "patching"
-            pdir.mkdir(parents=True, exist_ok=True)
-            summary["patching"] = steering.run_patching(
-                st.models[label], inputs["neutral"], emotional, cfg.steering, pdir
-            )
+            summary["patching"] = {}
+            for emo in cfg.steering.patch_emotions:
+                source = _texts([r for r in prompts if r.emotion == emo])
+                pdir = stage.dir / "patching" / emo
+                pdir.mkdir(parents=True, exist_ok=True)
+                summary["patching"][emo] = steering.run_patching(
+                    st.models[label],
+                    inputs["neutral"],
+                    source[: len(inputs["neutral"])],
+                    cfg.steering,
+                    pdir,
+                    source_label=emo,
+                    vectors=vecs,
+                )
             artifacts.write_json(stage.path("summary.json"), summary)
             stage.finish(_listing_tree(stage))
         hashes[label] = stage.output_hash()
@@ -363,9 +368,12 @@ def _phase_heads(st: Study, vec_hashes: dict[str, str]) -> dict[str, str]:
             }
             neutral = _texts([r for r in prompts if r.emotion == "neutral"])
             vecs = _vectors(st, label, cfg.heads.vector_method, cfg.heads.vector_centre)
-            summary = heads.run_heads(
-                st.models[label], emotional, neutral, vecs, cfg.heads, stage.dir
-            )
+            res = heads.run_heads(st.models[label], emotional, neutral, vecs, cfg.heads, stage.dir)
+            summary = {
+                "top": res.top,
+                "correlations": res.correlations,
+                "files": {k: str(v) for k, v in res.files.items()},
+            }
             artifacts.write_json(stage.path("summary.json"), summary)
             stage.finish(_listing_tree(stage))
         hashes[label] = stage.output_hash()

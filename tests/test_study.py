@@ -1,0 +1,227 @@
+"""End to end: the demo config (smoke size) runs every phase and writes every artifact and the
+report; a rerun recomputes nothing; a crash mid-phase resumes cleanly; bad inputs exit 2 with
+one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SLUGS = ("gpt2-standin", "pythia-standin", "gpt-neo-standin")
+
+
+def _run(args, env_extra=None, timeout=1500):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_study.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    base = tmp_path_factory.mktemp("study")
+    work, cache = base / "run", base / "cache"
+    args = [
+        "--config=configs/demo.py:smoke",
+        f"--workdir={work}",
+        f"--config.models.cache_dir={cache}",
+    ]
+    out = _run(args)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return work, cache, args
+
+
+def test_every_phase_writes_its_artifacts(smoke):
+    work, _, _ = smoke
+    for f in ("dataset/prompts.jsonl", "dataset/realworld.jsonl", "dataset/stats.json"):
+        assert (work / f).is_file(), f
+    for slug in SLUGS:
+        assert (work / "extract" / slug / "activations.npz").is_file()
+        v = work / "vectors" / slug
+        for f in ("cosines.csv", "probe.csv", "emotion_vectors.npz", "probe.png", "summary.json"):
+            assert (v / f).is_file(), (slug, f)
+        s = work / "steering" / slug
+        for part in ("neutral", "realworld"):
+            assert (s / part / "summary.json").is_file(), (slug, part)
+            assert list((s / part).rglob("*.png")), (slug, part)
+        assert list((s / "patching").rglob("*.csv"))
+        h = work / "heads" / slug
+        assert (h / "top_k.json").is_file() and (h / "rank_correlation.csv").is_file()
+        assert list(h.glob("*.png"))
+    assert (work / "alignment" / "alignment.csv").is_file()
+    assert list((work / "alignment").glob("overlap__*.png"))
+    cm = json.loads((work / "cross_model" / "summary.json").read_text())
+    assert len(cm["pairs"]) == 6  # every ordered pair of three models
+
+
+def test_report_has_every_section_and_its_images(smoke):
+    work, _, _ = smoke
+    text = (work / "report.md").read_text()
+    for heading in (
+        "Phase 1: dataset",
+        "Phases 3 and 3.5",
+        "Phase 6",
+        "Phases 4-5",
+        "Phase 7",
+        "Cross-model patching",
+    ):
+        assert heading in text, heading
+    assert "STAND-INS" in text  # never mistaken for the study's checkpoints
+    assert "null" in text and "CI" in text
+    images = [
+        line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")
+    ]
+    assert len(images) > 10
+    for rel in images:
+        assert (work / rel).is_file(), rel
+
+
+def test_demo_models_learned_and_emotions_separate(smoke):
+    work, _, _ = smoke
+    for label, info in json.loads((work / "models.json").read_text()).items():
+        note = info["notes"]
+        held = float(note.split("held-out ")[1].split(" ")[0])
+        uniform = float(note.split("uniform ")[1].split(",")[0])
+        assert held < uniform - 1.0, (label, note)
+    for slug in SLUGS:
+        probe = json.loads((work / "vectors" / slug / "summary.json").read_text())["probe"]
+        for feat, p in probe.items():
+            assert p["accuracy"] > p["null_p95"], (slug, feat, p)
+
+
+def test_rerun_recomputes_nothing(smoke):
+    work, _, args = smoke
+    stamps = {p: p.stat().st_mtime_ns for p in work.rglob(".stamp.json")}
+    assert len(stamps) >= 15
+    t = time.time()
+    out = _run(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "extract:" not in out.stderr and "steering:" not in out.stderr
+    assert {p: p.stat().st_mtime_ns for p in work.rglob(".stamp.json")} == stamps
+    assert time.time() - t < 120
+
+
+def test_crash_mid_phase_resumes_without_recomputing(smoke, tmp_path, monkeypatch):
+    import shutil
+
+    from configs import demo
+    from jaxcirc import extract, phase_alignment, study
+
+    work, cache, _ = smoke
+    run = tmp_path / "run"
+    shutil.copytree(work, run)
+    shutil.rmtree(run / "alignment")
+    cfg = demo.get_config("smoke")
+    cfg.models.cache_dir = str(cache)
+
+    def crash(acts, cfg_, out_dir):
+        Path(out_dir, "alignment.csv").write_text("half a fi")
+        raise RuntimeError("killed mid-phase")
+
+    monkeypatch.setattr(phase_alignment, "run_alignment", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        study.run_study(cfg, str(run), phases=["alignment"])
+    assert not (run / "alignment" / ".stamp.json").exists()
+    monkeypatch.undo()
+
+    def no_extract(*a, **k):
+        raise AssertionError("a finished phase was recomputed")
+
+    monkeypatch.setattr(extract, "extract_residuals", no_extract)
+    study.run_study(cfg, str(run), phases=["alignment"])
+    rows = (run / "alignment" / "alignment.csv").read_text().splitlines()
+    assert rows[0].startswith("pair") or "," in rows[0]
+    assert len(rows) > 3 and "half a fi" not in rows[0]
+    assert (run / "alignment" / ".stamp.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs: one line on stderr, exit status 2, nothing half-written.
+
+
+def _one_line_exit_2(out, *needles):
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    lines = [x for x in out.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1, out.stderr[-2000:]
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def _paper_variant(tmp_path, body: str) -> Path:
+    f = tmp_path / "cfg.py"
+    f.write_text(
+        "from configs import paper\n\n\ndef get_config():\n    c = paper.get_config()\n"
+        + "".join(f"    {line}\n" for line in body.splitlines())
+        + "    return c\n"
+    )
+    return f
+
+
+def test_missing_weights(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HOME": str(tmp_path)}
+    out = _run(["--config=configs/paper.py", f"--workdir={tmp_path / 'w'}"], env)
+    _one_line_exit_2(out, "gpt2", "local folder")
+
+
+def test_unknown_model(tmp_path):
+    cfg = _paper_variant(
+        tmp_path,
+        'c.models.sources = c.models.sources[:1]\nc.models.sources[0].source = "no-such-org/no-such-model"',
+    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HOME": str(tmp_path)}
+    out = _run([f"--config={cfg}", f"--workdir={tmp_path / 'w'}"], env)
+    _one_line_exit_2(out, "no-such-org/no-such-model")
+
+
+def test_broken_dataset_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"id": "a", "set": "baseline", "emotion": "anger", "text": "x", "spans": []}\n{oops\n'
+    )
+    out = _run(
+        [
+            "--config=configs/demo.py:smoke",
+            f"--workdir={tmp_path / 'w'}",
+            f"--config.dataset.path={bad}",
+        ]
+    )
+    _one_line_exit_2(out, "bad.jsonl:")
+
+
+def test_unwritable_run_directory(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    out = _run(["--config=configs/demo.py:smoke", f"--workdir={blocker / 'run'}"])
+    _one_line_exit_2(out, "not writable")
+
+
+def test_layer_beyond_the_model(smoke, tmp_path):
+    _, cache, _ = smoke
+    out = _run(
+        [
+            "--config=configs/demo.py:smoke",
+            f"--workdir={tmp_path / 'w'}",
+            f"--config.models.cache_dir={cache}",
+            "--config.steering.layers=(1,9)",
+        ]
+    )
+    _one_line_exit_2(out, "layer(s) [9]", "0..3")
+
+
+def test_unknown_phase(tmp_path):
+    out = _run(
+        ["--config=configs/demo.py:smoke", f"--workdir={tmp_path / 'w'}", "--phases=vectorz"]
+    )
+    _one_line_exit_2(out, "vectorz")
