@@ -23,7 +23,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 
 test: lint
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=20
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_extraction.py

@@ -79,7 +79,9 @@ def main():
 
     from tests import hf_reference as ref
 
-    print(f"machine: {common.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(
+        f"machine: {common.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
     peak = common.matmul_peak_gflops()
     tpeak = common.torch_matmul_peak_gflops()
     print(f"matmul peak (2048^3 fp32, this run): jax {peak:.0f} GFLOP/s, torch {tpeak:.0f} GFLOP/s")

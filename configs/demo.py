@@ -54,6 +54,7 @@ def smoke_overrides(c):
     c.steering.n_boot = 200
     c.steering.samples_per_cell = 1
     c.steering.patch_layers = (1,)
+    c.steering.patch_emotions = ["gratitude"]
     c.cross_model.alphas = (8.0,)
     c.heads.n_random = 2
     c.heads.n_boot = 200

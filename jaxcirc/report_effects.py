@@ -118,9 +118,10 @@ def section_heads(root: Path, labels: list[str]) -> list[str]:
 
 def _short(v: str) -> str:
     try:
-        return _f(float(v))
+        x = float(v)
     except ValueError:
         return v
+    return str(int(x)) if x.is_integer() and "." not in v else _f(x)
 
 
 def section_cross_model(root: Path) -> list[str]:
@@ -145,8 +146,8 @@ def section_cross_model(root: Path) -> list[str]:
             nl = c["null_random_A_directions_mapped"]
             mapped = (p.get("steer_mapped") or {}).get("best_layer", {}).get(e, {})
             own = (p.get("steer_own") or {}).get("best_layer", {}).get(e, {})
-            m_kw = mapped.get(f"kw_{e}") or next(iter(mapped.values()), None)
-            o_kw = own.get(f"kw_{e}") or next(iter(own.values()), None)
+            m_kw = mapped.get(f"logit_diff_{e}") or mapped.get(f"kw_{e}")
+            o_kw = own.get(f"logit_diff_{e}") or own.get(f"kw_{e}")
 
             def cell(b, band=True):
                 if not b:
@@ -163,7 +164,9 @@ def section_cross_model(root: Path) -> list[str]:
             )
     lines += [
         "",
-        "Sensitivity here is for the emotion's keyword rate (kw_<emotion>) where measured.",
+        "Sensitivity here is for the emotion-word logit difference (logit_diff_<emotion>, "
+        "model-internal, at the next-token position; keyword rates of the generated text are in "
+        "each pair's `mapped/` and `own/` tables).",
         "",
     ]
     return lines

@@ -11,9 +11,14 @@ How a run is laid out (slot space is what the attention masks live in, see model
 - `prefill` runs the prompt once (one `run_blocks` over P slots) and chooses nothing; `decode` then
   runs a `lax.scan` over the N - 1 remaining tokens, each a one-slot call of every block, with
   position ids = each row's previous position + 1 (left padding does not shift positions).
-- Per-layer caches are separate arrays carried through the decode loop, so each step writes one
-  slot in place; a stacked `[layer, ...]` cache sliced inside a layer scan is copied whole every
-  step (see `decode_scan_layers`; measured in benchmarks/bench_steering.py).
+- Decoding runs its own one-token block (`_decode_block`: the same params, layer norms, MLP and
+  rotary as models.transformer.Block, held to transformers by tests/test_generate.py) for two
+  measured reasons (B=280 rows, 41 slots, GPT-2 small, 2-core CPU): (1) its cache is laid out
+  [batch, head, slot, d_head], so one query's attention is a batched dot with batch axes leading;
+  the prompt pass's [batch, slot, head, d_head] einsum took ~200 ms per layer against ~17 ms;
+  (2) each layer's cache is its own array in the loop carry, written one slot in place; a
+  stacked [layer, ...] cache sliced inside a layer scan is copied whole every step. Together the
+  decode step ran ~20% faster than with the model's Block (21 s vs 26 s for 7 steps).
 - `edits` (no position axis) apply at every position, prompt and generated: a vector in
   `resid_add` is what a transformers forward pre-hook adding it to a block's input does.
   `prompt_edits` apply to the prompt only (patching at prompt positions); their position axes are
@@ -92,7 +97,8 @@ GREEDY = Sampling()
 class Prefilled:
     """A prompt run once, ready to decode from. Rows are left-aligned prompts of width P.
 
-    caches: tuple over layers of (K, V), each [batch, slots, head, d_head], prompt slots filled.
+    caches: tuple over layers of (K, V), each [batch, head, slots, d_head] (the decode layout),
+      prompt slots filled, the rest zero.
     key_valid: [batch, slots] bool (prompt padding False; generation slots True, the causal mask
       hides them until written). next_pos: [batch] position id of the first new token.
     logits: [batch, d_vocab] at the last prompt token. resid: [batch, d_model] final residual
@@ -267,48 +273,53 @@ def prefill_from_layer(
     x_start,
     start_layer,
     below: tuple,
+    below_rows,
     mask,
     slots: int,
     edits: Edits | None = None,
+    layers: tuple | None = None,
 ) -> Prefilled:
     """Resume a prompt run at block `start_layer` (traced) from its input `x_start` [batch, P, d].
 
-    The blocks below `start_layer` are not run: their caches are taken from `below` (per layer
-    (K, V) [batch, head, slots, d_head], e.g. an unedited run's, rows already matched). `edits`
-    cover all layers; only the blocks run apply theirs. One compiled function serves every start
-    layer: each block is a `lax.cond`.
+    The blocks below `start_layer` are not run: row i's caches there are row `below_rows[i]` of
+    `below` (per layer (K, V) [n, head, slots, d_head], e.g. an unedited run's). `edits` cover
+    all layers; only the blocks run apply theirs. One compiled function serves every start layer:
+    each block is a `lax.cond` that either runs it (and lays its cache out for decoding) or
+    gathers the rows of `below`, so every layer's cache is written once. layers:
+    `split_layers(params)`, if already made.
     """
     b, p, _ = x_start.shape
     ctx = prompt_context(mask)
-    slices = {}
+    fields = {}
     if edits is not None:
-        slices = {n: getattr(edits, n) for n in LAYER_EDIT_FIELDS if getattr(edits, n) is not None}
+        fields = {n: getattr(edits, n) for n in LAYER_EDIT_FIELDS if getattr(edits, n) is not None}
     block = Block(cfg)
-    shape = (b, p, cfg.n_heads, cfg.d_head)
-    zeros = jnp.zeros(shape, x_start.dtype)
+    zeros = jnp.zeros((b, p, cfg.n_heads, cfg.d_head), x_start.dtype)
 
-    def step(x, xs):
-        layer, p_l, w, e_l = xs
+    def pad(a):  # [batch, P, head, d_head] -> [batch, head, slots, d_head]
+        return jnp.pad(jnp.swapaxes(a, 1, 2), ((0, 0), (0, 0), (0, slots - p), (0, 0)))
 
-        def run(x):
-            y, _, kv = block.apply({"params": p_l}, x, ctx, w, e_l, Record(), (zeros, zeros))
-            return y, kv
+    if layers is None:
+        layers = split_layers(params)
+    x, caches = x_start, []
+    for i in range(cfg.n_layers):
+        p_l = layers[i]
+        e_l = {n: a[i] for n, a in fields.items()}
 
-        return jax.lax.cond(layer >= start_layer, run, lambda x: (x, (zeros, zeros)), x)
+        def run(x, p_l=p_l, e_l=e_l, i=i):
+            y, _, (K, V) = block.apply(
+                {"params": p_l}, x, ctx, cfg.windows[i], e_l, Record(), (zeros, zeros)
+            )
+            return y, (pad(K), pad(V))
 
-    layers = jnp.arange(cfg.n_layers)
-    windows = jnp.asarray(cfg.windows, jnp.int32)
-    x, (K, V) = jax.lax.scan(step, x_start, (layers, params["blocks"], windows, slices))
-    new = _decode_layout(K, V, slots)
-    caches = tuple(
-        jax.tree_util.tree_map(
-            lambda n, o, i=i: jnp.where(i >= start_layer, n, o), new[i], below[i]
-        )
-        for i in range(cfg.n_layers)
-    )
+        def skip(x, i=i):
+            return x, (below[i][0][below_rows], below[i][1][below_rows])
+
+        x, kv = jax.lax.cond(i >= start_layer, run, skip, x)
+        caches.append(kv)
     resid = x[:, -1]
     return Prefilled(
-        caches=caches,
+        caches=tuple(caches),
         key_valid=_key_valid(mask, slots),
         next_pos=ctx.positions[:, -1] + 1,
         logits=unembed(cfg, params, resid),
@@ -339,10 +350,23 @@ def select(logits, keys, step, sampling: Sampling):
     return jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
 
 
-def _layer_weights(cfg: ModelConfig, blocks, layer: int) -> dict:
-    """One layer's params for `_decode_block`, Q, K and V fused into one [d_model, 3*d_model]
-    matrix (one matmul per step instead of three)."""
-    p = jax.tree_util.tree_map(lambda a: a[layer], blocks)
+def split_layers(params) -> tuple:
+    """The stacked block params as one dict per layer. Slicing inside a compiled call copies every
+    layer's weights on every call (~0.3 s per call for GPT-2 small, measured), so a caller that
+    makes many calls slices once and passes these (`layers=` / `weights=` arguments)."""
+    blocks = params["blocks"]
+    n = jax.tree_util.tree_leaves(blocks)[0].shape[0]
+    return tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], blocks) for i in range(n))
+
+
+def decode_weights(cfg: ModelConfig, params) -> tuple:
+    """Per-layer weights of `_decode_block` (Q, K, V fused), for `decode(..., weights=)`."""
+    return tuple(_layer_weights(cfg, p) for p in split_layers(params))
+
+
+def _layer_weights(cfg: ModelConfig, p) -> dict:
+    """One layer's params (unstacked) for `_decode_block`, Q, K and V fused into one
+    [d_model, 3*d_model] matrix (one matmul per step instead of three)."""
     a = p["attn"]
     d = cfg.d_model
     w = {"ln1": p["ln1"], "ln2": p["ln2"], "mlp": p["mlp"]}
@@ -431,12 +455,13 @@ def decode(
     proj_dirs=None,
     eos_id: int | None = None,
     return_logits: bool = False,
+    weights: tuple | None = None,
 ) -> Generation:
     """Choose `max_new_tokens` tokens after `state`, feeding each back through every block.
 
     edits: applied at every step (no position axis; see `check_step_edits`). keys: [batch] typed
     keys (`row_keys`), needed when sampling. vocab_ids [n] / proj_dirs [k, d_model]: readouts per
-    step (see `Generation`).
+    step (see `Generation`). weights: `decode_weights(cfg, params)`, if already made.
     """
     check_step_edits(edits, cfg.n_layers)
     if sampling.temperature > 0 and keys is None:
@@ -451,7 +476,8 @@ def decode(
     if edits is not None:
         fields = {n: getattr(edits, n) for n in LAYER_EDIT_FIELDS if getattr(edits, n) is not None}
     # Sliced and fused once, outside the loop.
-    weights = [_layer_weights(cfg, params["blocks"], i) for i in range(cfg.n_layers)]
+    if weights is None:
+        weights = decode_weights(cfg, params)
     edits_l = [{n: a[i] for n, a in fields.items()} for i in range(cfg.n_layers)]
     key_slots = jnp.arange(slots)
 

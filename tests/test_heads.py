@@ -1,0 +1,416 @@
+"""Head screening: the branch sweep equals plain per-head runs and transformers hooks; a planted
+emotion head is ranked first by every method; attribution is the derivative it claims to be."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, pre_tokenizers
+from tokenizers import models as tok_models
+from transformers import PreTrainedTokenizerFast
+
+import models
+from jaxcirc import heads
+from jaxcirc.measures import WordIds, logit_diff
+from models import Edits, Record
+from tests import hf_reference as ref
+
+FAMILIES = ["gpt2", "gpt_neox", "gpt_neo"]
+ATOL = 1e-5
+
+
+def three_layer_config(family: str) -> dict:
+    """Tiny config with 3 layers (so there are middle layers); GPT-Neo's last layer is local."""
+    extra = {
+        "gpt2": {"n_layer": 3},
+        "gpt_neox": {"num_hidden_layers": 3},
+        "gpt_neo": {"num_layers": 3, "attention_types": [[["global", "local", "local"], 1]]},
+    }[family]
+    return models.tiny_hf_config(family, **extra)
+
+
+def _ragged_batch(seed: int, vocab: int = 512):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, (3, 7)).astype(np.int32)
+    mask = np.ones((3, 7), bool)
+    mask[1, 5:] = False
+    mask[2, 3:] = False
+    return jnp.asarray(ids), jnp.asarray(mask)
+
+
+# ------------------------------------------------------------------------------ exactness
+
+
+def _hook_zeroing(hf, layer, head, d_head):
+    def zero_head(module, args):
+        x = args[0].clone()
+        x[..., head * d_head : (head + 1) * d_head] = 0
+        return (x,) + args[1:]
+
+    return ref.out_proj(hf, layer).register_forward_pre_hook(zero_head)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sweep_equals_single_runs_and_transformers_hooks(family):
+    """Every head, zero and mean kind: the branch sweep equals a plain forward with
+    Edits(head_scale=...) per head, and zero-ablation equals transformers with a hook zeroing
+    the head's slice of the output projection's input (first, middle and last layer)."""
+    hf_cfg = three_layer_config(family)
+    hf = ref.hf_model(hf_cfg, seed=1)
+    m = ref.convert(hf, hf_cfg)
+    cfg = m.config
+    ids, mask = _ragged_batch(1)
+    z_mean = 0.1 * jax.random.normal(jax.random.key(0), (cfg.n_layers, cfg.n_heads, cfg.d_head))
+    z_ref = jnp.stack([jnp.zeros_like(z_mean), z_mean])
+    swept, clean = heads.head_sweep(cfg, m.params, ids, mask, z_ref)
+    singles = np.stack(
+        [
+            np.stack([heads.single_removal(cfg, m.params, ids, mask, layer, h, r) for r in z_ref])
+            for layer in range(cfg.n_layers)
+            for h in range(cfg.n_heads)
+        ]
+    )  # [layer * head, kind, batch, d_model]
+    np.testing.assert_allclose(np.asarray(swept), singles, atol=ATOL, rtol=0)
+    # Every removal changed the final residual: the comparison above is not vacuous.
+    change = np.abs(singles - np.asarray(clean)[None, None]).max(axis=(2, 3))
+    assert change.min() > 1e-4
+    last = np.asarray(mask).sum(1) - 1
+    plain, _ = ref.run_hf(hf, ids, mask)
+    for layer, head in ((0, 0), (1, 3), (2, 1)):
+        handle = _hook_zeroing(hf, layer, head, cfg.d_head)
+        try:
+            hl, _ = ref.run_hf(hf, ids, mask)
+        finally:
+            handle.remove()
+        theirs = hl[np.arange(3), last]
+        ours = models.unembed(cfg, m.params, swept[layer * cfg.n_heads + head, 0])
+        np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4, rtol=0)
+        assert np.abs(plain[np.arange(3), last] - theirs).max() > 1e-3
+
+
+def test_strategies_agree():
+    """vmap and chunked lax.map (chunk not dividing the rows) give the fold strategy's numbers."""
+    m = models.random_model(three_layer_config("gpt2"), seed=2)
+    cfg = m.config
+    ids, mask = _ragged_batch(2)
+    z_ref = 0.1 * jax.random.normal(jax.random.key(1), (2, cfg.n_layers, cfg.n_heads, cfg.d_head))
+    picks = ((0, 1), (0, 3), (1, 2))
+    out = {
+        s: np.asarray(heads.head_sweep(cfg, m.params, ids, mask, z_ref, None, picks, s, 3)[0])
+        for s in heads.STRATEGIES
+    }
+    np.testing.assert_allclose(out["vmap"], out["fold"], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(out["map"], out["fold"], atol=ATOL, rtol=0)
+    assert np.abs(out["fold"][0] - out["fold"][1]).max() > 1e-4
+
+
+def test_base_edits_hold_in_every_rerun():
+    """Removing head B on top of base edits that remove head A equals removing both at once."""
+    m = models.random_model(three_layer_config("gpt2"), seed=3)
+    cfg = m.config
+    ids, mask = _ragged_batch(3)
+    base = Edits(head_scale=jnp.ones((3, 4)).at[2, 1].set(0.0))  # a last-layer head
+    z_ref = jnp.zeros((1, 3, 4, cfg.d_head))
+    swept, _ = heads.head_sweep(cfg, m.params, ids, mask, z_ref, base, ((0, 2), (1, 0)))
+    for i, (layer, head) in enumerate(((0, 2), (1, 0))):
+        both = base.head_scale.at[layer, head].set(0.0)
+        _, tr = models.forward(
+            cfg, m.params, ids, mask, Edits(head_scale=both), Record(resid_post=True, at="last")
+        )
+        np.testing.assert_allclose(np.asarray(swept[i, 0]), np.asarray(tr.resid_post), atol=ATOL)
+
+
+# ------------------------------------------------------------------------------ attribution
+
+
+def _readout_for(cfg, seed=0):
+    rng = np.random.default_rng(seed)
+    vecs = {
+        e: rng.standard_normal((cfg.n_layers + 1, cfg.d_model)).astype(np.float32)
+        for e in ("gratitude", "anger", "apology")
+    }
+    wids = WordIds({"gratitude": (20, 21), "anger": (30, 31, 32), "apology": (40,)}, {})
+    return heads.make_readout(cfg, vecs, wids, n_random=3, seed=seed), wids
+
+
+def test_readout_logit_diff_equals_measures_logit_diff():
+    m = models.random_model(three_layer_config("gpt_neox"), seed=4)
+    cfg = m.config
+    readout, wids = _readout_for(cfg)
+    x = jax.random.normal(jax.random.key(1), (5, cfg.d_model))
+    _, ld, _ = heads.readout_columns(cfg, m.params, readout, x)
+    cols = models.unembed(cfg, m.params, x, jnp.asarray(wids.all_ids()))
+    for j, e in enumerate(readout.emotions):
+        np.testing.assert_allclose(ld[:, j], logit_diff(cols, wids, e), atol=1e-5)
+
+
+def test_attribution_is_the_derivative_of_partial_removal():
+    """attribution(mean) = -d/de m(z + e (z_mean - z)) at e = 0 and attribution(zero) =
+    -d/de m((1 - e) z), checked against central finite differences of plain forwards."""
+    m = models.random_model(three_layer_config("gpt_neox"), seed=5)
+    cfg = m.config
+    ids, mask = _ragged_batch(5)
+    readout, _ = _readout_for(cfg, 5)
+    emo = jnp.asarray([0, 2, 1])
+    z_mean = 0.3 * jax.random.normal(jax.random.key(2), (cfg.n_layers, cfg.n_heads, cfg.d_head))
+    proj, ld, _ = heads.attribution_scores(cfg, m.params, ids, mask, z_mean, readout, emo)
+
+    @jax.jit
+    def measure(layer, head, eps, mean):
+        s = jnp.ones((cfg.n_layers, cfg.n_heads)).at[layer, head].set(1.0 - eps)
+        _, tr = models.forward(
+            cfg,
+            m.params,
+            ids,
+            mask,
+            Edits(head_scale=s, head_mean=mean),
+            Record(resid_post=True, at="last", logits="none"),
+        )
+        p, lg, _ = heads.readout_columns(cfg, m.params, readout, tr.resid_post)
+        return heads.own_emotion(p, emo), heads.own_emotion(lg, emo)
+
+    eps = 1e-2
+    for layer, head in ((0, 1), (1, 3), (2, 0)):
+        for k, mean in enumerate((jnp.zeros_like(z_mean), z_mean)):
+            (p_hi, l_hi), (p_lo, l_lo) = (
+                measure(layer, head, eps, mean),
+                measure(layer, head, -eps, mean),
+            )
+            fd_p = -(p_hi - p_lo) / (2 * eps)
+            fd_l = -(l_hi - l_lo) / (2 * eps)
+            np.testing.assert_allclose(proj[k, layer, head], fd_p, rtol=2e-2, atol=2e-4)
+            np.testing.assert_allclose(ld[k, layer, head], fd_l, rtol=2e-2, atol=2e-4)
+            assert np.abs(np.asarray(fd_p)).max() > 1e-3  # the check is not 0 == 0
+
+
+def test_direct_equals_exact_where_nothing_follows():
+    """For a last-layer head with the last MLP switched off, the projection is linear in the
+    head's write and nothing reads it later: direct == exact."""
+    m = models.random_model(three_layer_config("gpt2"), seed=6)
+    cfg = m.config
+    blocks = dict(m.params["blocks"])
+    mlp = dict(blocks["mlp"])
+    mlp["W_out"] = mlp["W_out"].at[2].set(0.0)
+    mlp["b_out"] = mlp["b_out"].at[2].set(0.0)
+    attn = dict(blocks["attn"])
+    attn["W_O"] = attn["W_O"].at[2, 3].multiply(0.01)
+    blocks.update(mlp=mlp, attn=attn)
+    params = {**m.params, "blocks": blocks}
+    ids, mask = _ragged_batch(6)
+    readout, _ = _readout_for(cfg, 6)
+    emo = jnp.asarray([1, 0, 2])
+    z_mean = 0.2 * jax.random.normal(jax.random.key(3), (3, 4, cfg.d_head))
+    z_ref = jnp.stack([jnp.zeros_like(z_mean), z_mean])
+    dp, dl, _ = heads.direct_scores(cfg, params, ids, mask, z_ref, readout, emo)
+    ep, el, _, _, _ = heads.exact_scores(cfg, params, ids, mask, z_ref, readout, emo)
+    np.testing.assert_allclose(dp[:, 2], ep[:, 2], atol=1e-5)
+    assert np.abs(np.asarray(ep[:, 2])).min() > 1e-6
+    # The logit difference: direct = the readout with the clean final-LN scale frozen, f(x) -
+    # f(x - write) with f linear; checked against that formula computed here from the trace.
+    # (Frozen-scale DLA is not the derivative of the exact effect: it drops how the write moves
+    # the LN scale, which can be as large as what it keeps.)
+    _, tr = models.forward(
+        cfg, params, ids, mask, None, Record(z=True, resid_post=True, at="last", logits="none")
+    )
+    x = np.asarray(tr.resid_post, np.float64)
+    write = np.asarray(tr.z[2, :, 3], np.float64) @ np.asarray(
+        params["blocks"]["attn"]["W_O"][2, 3]
+    )
+    sigma = np.sqrt(x.var(-1, keepdims=True) + cfg.ln_eps)
+    gamma = np.asarray(params["ln_final"]["scale"])
+    W = np.asarray(params["embed"]["W_E"])[np.asarray(readout.vocab_ids)].T
+    W = W @ np.asarray(readout.word_weights)
+
+    def f(y):
+        return ((y - y.mean(-1, keepdims=True)) / sigma * gamma) @ W
+
+    want = (f(x) - f(x - write))[np.arange(3), np.asarray(emo)]
+    np.testing.assert_allclose(np.asarray(dl[0, 2, 3]), want, rtol=1e-4, atol=1e-8)
+    assert np.abs(want).min() > 1e-7
+    # An earlier head's direct score is not its exact effect (later layers read its write).
+    assert np.abs(np.asarray(dp[0, 0] - ep[0, 0])).max() > 1e-4
+
+
+# ------------------------------------------------------------------------------ planted head
+
+PLANTED = (1, 2)  # (layer, head) made to write the gratitude direction
+TRIGGER = {"gratitude": 7, "anger": 8, "apology": 9}
+WORDS = {"gratitude": (20, 21, 22), "anger": (30, 31, 32), "apology": (40, 41, 42)}
+
+
+def planted_model(seed: int = 0, gain: float = 1.0, planted=(PLANTED,), neuron=None):
+    """A tiny random GPT-2 whose `planted` heads write `gain` x the gratitude direction in
+    proportion to how many gratitude triggers (token 7) they attend to (uniform attention).
+
+    The gratitude direction is the logit-difference direction of the gratitude words, so both
+    measures see the head. `neuron` (layer, index): an MLP neuron that fires on the trigger token
+    itself and writes the gratitude direction too. Returns (model, vectors)."""
+    m = models.random_model(three_layer_config("gpt2"), seed=seed)
+    cfg = m.config
+    p = jax.tree_util.tree_map(np.array, m.params)
+    W_E = p["embed"]["W_E"]
+    ids = np.concatenate([WORDS[e] for e in WORDS])
+    w = np.where(np.isin(ids, WORDS["gratitude"]), 1 / 3, -1 / 6)
+    v = W_E[ids].T @ w
+    v /= np.linalg.norm(v)
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal(cfg.d_model)
+    u -= (u @ v) * v
+    u /= np.linalg.norm(u)
+    W_pos = p["embed"]["W_pos"]
+    W_E -= np.outer(W_E @ u, u)  # only the trigger carries u: a clean signal for the head
+    W_pos -= np.outer(W_pos @ u, u)
+    b = p["blocks"]
+    for group, name in (("attn", "W_O"), ("attn", "b_O"), ("mlp", "W_out"), ("mlp", "b_out")):
+        w0 = b[group][name][0]  # layer 0 must not write u either
+        w0 -= (w0 @ u)[..., None] * u
+    W_E[TRIGGER["gratitude"]] = 2.0 * u  # after ln1 the trigger token is ~ sqrt(d) u
+    a = p["blocks"]["attn"]
+    for layer, head in planted:
+        for name in ("W_Q", "W_K", "W_V"):
+            a[name][layer, :, head] = 0.0
+        for name in ("b_Q", "b_K", "b_V"):
+            a[name][layer, head] = 0.0
+        a["W_V"][layer, :, head, 0] = u  # z_0 = mean over the prefix of ln1(x) . u
+        a["W_O"][layer, head] = 0.0
+        a["W_O"][layer, head, 0] = gain * v / np.sqrt(cfg.d_model)
+    if neuron is not None:
+        layer, i = neuron
+        mlp = p["blocks"]["mlp"]
+        mlp["W_in"][layer, :, i] = 0.5 * u  # ln2(x) . u ~ 8 on the trigger, ~0 elsewhere
+        mlp["b_in"][layer, i] = -0.5
+        mlp["W_out"][layer, i] = gain * v / np.sqrt(cfg.d_model)
+    params = jax.tree_util.tree_map(jnp.asarray, p)
+    vectors = {"gratitude": np.tile(v, (cfg.n_layers + 1, 1)).astype(np.float32)}
+    for e in ("anger", "apology"):
+        vectors[e] = rng.standard_normal((cfg.n_layers + 1, cfg.d_model)).astype(np.float32)
+    return dataclasses.replace(m, params=params, tokenizer=word_tokenizer()), vectors
+
+
+def word_tokenizer(vocab: int = 512):
+    """Token "w<i>" is id i (ids 0 and 1 are "<unk>" and "<bos>", so no special token is the
+    prefix of a word): prompts can name exact ids."""
+    words = {f"w{i}": i for i in range(2, vocab)} | {"<unk>": 0, "<bos>": 1}
+    tok = Tokenizer(tok_models.WordLevel(words, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<bos>")
+
+
+def planted_prompts(n: int = 6, seed: int = 0, trigger_last: bool = False):
+    """Emotional prompts carry their trigger at a middle position (or last); neutral ones carry
+    none."""
+    rng = np.random.default_rng(seed)
+    filler = lambda k: [f"w{i}" for i in rng.integers(100, 500, k)]  # noqa: E731
+    emo = {}
+    for e, t in TRIGGER.items():
+        tail = lambda: [] if trigger_last else filler(int(rng.integers(2, 5)))  # noqa: E731
+        emo[e] = [" ".join(filler(2) + [f"w{t}"] + tail()) for _ in range(n)]
+    neutral = [" ".join(filler(int(rng.integers(4, 8)))) for _ in range(n)]
+    return emo, neutral
+
+
+def _small_cfg():
+    cfg = heads.default_config()
+    cfg.logit_words = {e: tuple(f" w{i}" for i in ids) for e, ids in WORDS.items()}
+    cfg.n_boot, cfg.n_perm, cfg.n_random, cfg.batch_size = 200, 200, 4, 8
+    cfg.vector_label = "planted gratitude direction"
+    return cfg
+
+
+def test_planted_head_is_ranked_first_by_every_method(tmp_path):
+    model, vectors = planted_model()
+    emo, neutral = planted_prompts()
+    res = heads.run_heads(model, emo, neutral, vectors, _small_cfg(), tmp_path)
+    top = json.loads((tmp_path / "top_k.json").read_text())["lists"]
+    keys = [k for k in top if k.endswith("/gratitude")]
+    assert len(keys) == 3 * 2 * 2  # methods x measures x ablation kinds
+    for k in keys:
+        best = top[k]["top"][0]
+        assert (best["layer"], best["head"]) == PLANTED, k
+        assert best["ci_lo"] > top[k]["top"][1]["score"], k  # clearly first, not a tie
+    # The planted head's projection score lies far outside its random-direction null band.
+    row = next(
+        r
+        for r in res.rows
+        if (r["method"], r["measure"], r["ablation"], r["emotion"], r["layer"], r["head"])
+        == ("exact", "projection", "zero", "gratitude", *PLANTED)
+    )
+    assert row["score"] > 5 * max(abs(row["random_dir_lo"]), abs(row["random_dir_hi"]))
+    # Files: one CSV per method with every head labelled, heatmaps, correlations.
+    with open(tmp_path / "scores_exact.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 * 2 * 3 * 3 * 4  # measures x kinds x emotions x layers x heads
+    assert {"method", "measure", "ablation", "emotion", "layer", "head"} <= set(table[0])
+    assert (tmp_path / "heatmap_attribution_logit_diff.png").stat().st_size > 1000
+    corr = [
+        c
+        for c in res.correlations
+        if c["emotion"] == "gratitude" and c["method_b"] == "attribution"
+    ]
+    assert corr and all(np.isfinite(c["spearman"]) for c in corr)
+
+
+def test_ablating_the_planted_head_removes_the_effect():
+    model, vectors = planted_model()
+    cfg = model.config
+    emo, neutral = planted_prompts()
+    g = model.tokenize(emo["gratitude"], prepend_bos=False)
+    n = model.tokenize(neutral, prepend_bos=False)
+    v = jnp.asarray(vectors["gratitude"][-1] / np.linalg.norm(vectors["gratitude"][-1]))
+
+    def gap(scale):
+        out = []
+        for t in (g, n):
+            _, tr = model.forward(
+                t, edits=Edits(head_scale=scale), record=Record(resid_post=True, at="last")
+            )
+            out.append(float((tr.resid_post @ v).mean()))
+        return out[0] - out[1]
+
+    ones = jnp.ones((cfg.n_layers, cfg.n_heads))
+    clean, ablated = gap(ones), gap(ones.at[PLANTED].set(0.0))
+    other = gap(ones.at[0, 1].set(0.0))
+    assert clean > 0.1  # the planted head makes gratitude prompts project onto the vector
+    assert abs(ablated) < 0.1 * clean  # and removing it removes that
+    assert abs(other - clean) < 0.1 * clean  # removing another head does not
+
+
+# ------------------------------------------------------------------------------ small pieces
+
+
+def test_rank_correlation_and_its_null():
+    a = np.arange(144.0)
+    same = heads.rank_correlation(a, a**3, n_perm=300)
+    rev = heads.rank_correlation(a, -a, n_perm=300)
+    assert same["spearman"] == pytest.approx(1.0) and rev["spearman"] == pytest.approx(-1.0)
+    assert same["null_lo"] < 0 < same["null_hi"] and same["null_hi"] < 0.3
+
+
+def test_bad_inputs_raise():
+    m = models.random_model(three_layer_config("gpt2"), seed=7)
+    wids = WordIds({"gratitude": (1,)}, {})
+    with pytest.raises(ValueError, match="n_layers \\+ 1"):
+        two = WordIds({"gratitude": (1,), "anger": (2,)}, {})
+        heads.make_readout(
+            m.config, {"gratitude": np.ones((3, 64)), "anger": np.ones((3, 64))}, two
+        )
+    with pytest.raises(ValueError, match="at least 2"):
+        heads.make_readout(m.config, {"gratitude": np.ones((4, 64))}, wids)
+    with pytest.raises(ValueError, match="strategy"):
+        ids, mask = _ragged_batch(0)
+        heads.head_sweep(m.config, m.params, ids, mask, jnp.zeros((1, 3, 4, 16)), strategy="loop")
+    with pytest.raises(ValueError, match="outside"):
+        heads.head_sweep(m.config, m.params, ids, mask, jnp.zeros((1, 3, 4, 16)), heads=((3, 0),))
+    with pytest.raises(ValueError, match="base edits"):
+        heads.check_base_edits(m.config, Edits(resid_add=jnp.zeros((3, 64))))
+    model, vectors = planted_model()
+    emo, neutral = planted_prompts()
+    emo["anger"] = emo["anger"][:1]
+    with pytest.raises(ValueError, match="at least 2"):
+        heads.run_heads(model, emo, neutral, vectors, _small_cfg(), "/tmp/unused_heads_dir")
