@@ -143,6 +143,8 @@ def main():
     ap.add_argument("--batch_rows", type=int, default=512)
     ap.add_argument("--prefill_rows", type=int, default=256)
     ap.add_argument("--skip_hf", action="store_true")
+    ap.add_argument("--layers", default="", help="comma list overriding the layers swept")
+    ap.add_argument("--alphas", default="", help="comma list overriding the alphas swept")
     args = ap.parse_args()
 
     import models
@@ -150,6 +152,10 @@ def main():
 
     layers = (0, 6, 11) if args.quick else tuple(range(12))
     alphas = (-8.0, 0.0, 8.0) if args.quick else ALPHAS
+    if args.layers:
+        layers = tuple(int(x) for x in args.layers.split(","))
+    if args.alphas:
+        alphas = tuple(float(x) for x in args.alphas.split(","))
     print(f"machine: {common.machine()}")
     peak0, peak0_cpu = peak_gflops()
     print(f"matmul peak (jax, 2048^3 fp32) at start: {peak0:.1f} GFLOP/s")

@@ -44,6 +44,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.heads = heads.default_config()
     c.heads.vector_method = "sentence_end"  # the emotion direction heads are scored against
     c.heads.vector_centre = "neutral"
+    # Phase 7 future work: multi-head circuits, MLP neurons, top heads + L0H0 with generation.
+    from jaxcirc import circuits, head_generation, neurons
+
+    c.heads_circuits = circuits.default_config()
+    c.heads_neurons = neurons.default_config()
+    c.heads_generation = head_generation.default_config()
     # One BOS choice for the whole study: the phases that tokenise again follow it.
     c.steering.prepend_bos = c.get_ref("prepend_bos")
     c.heads.prepend_bos = c.get_ref("prepend_bos")

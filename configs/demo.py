@@ -62,3 +62,13 @@ def smoke_overrides(c):
     c.heads.top_k = 3
     c.vectors.probe_n_perm = 5
     c.vectors.plots = True
+    c.heads_circuits.k_max = 2
+    c.heads_circuits.n_candidates = 4
+    c.heads_circuits.n_random_sets = 4
+    c.heads_circuits.n_boot = 200
+    c.heads_neurons.n_exact = 8
+    c.heads_neurons.n_boot = 200
+    c.heads_generation.n_new = 6
+    c.heads_generation.n_control = 1
+    c.heads_generation.n_boot = 200
+    c.heads_generation.top_k = 1

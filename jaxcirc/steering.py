@@ -231,19 +231,33 @@ def _base_prefill(cfg, params, ids, mask, slots):
     return prefill(cfg, params, ids, mask, slots, record_resid_pre=True)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "slots", "site"))
+@functools.partial(jax.jit, static_argnames=("cfg", "slots", "site", "window"))
 def _branch_prefill(
-    cfg, params, layers, base, mask, start, prompt_idx, add_vec, patch_val, patch_mask, slots, site
+    cfg,
+    params,
+    layers,
+    base,
+    mask,
+    start,
+    prompt_idx,
+    add_vec,
+    patch_val,
+    patch_mask,
+    slots,
+    site,
+    window,
 ):
-    """Re-run rows from block `start` (shared by the rows): Prefilled for [R] rows."""
-    x0 = base.resid_pre[start][prompt_idx]
+    """Re-run rows from block `start` (shared by the rows) over the last `window` prompt slots
+    (every row's prompt fits in them): Prefilled for [R] rows in the full slot layout."""
+    off = mask.shape[1] - window
+    x0 = base.resid_pre[start][prompt_idx][:, off:]
     hit = jnp.arange(cfg.n_layers) == start  # [layer]
     fields = {"resid_add": hit[:, None, None] * add_vec[None]}
     if site is not None:
-        r, p, d = patch_val.shape
+        r, _, d = patch_val.shape
         field = _PATCH_FIELD[site]
-        fields[field] = jnp.broadcast_to(patch_val[None], (cfg.n_layers, r, p, d))
-        fields[field + "_mask"] = hit[:, None, None] * patch_mask[None]
+        fields[field] = jnp.broadcast_to(patch_val[None, :, off:], (cfg.n_layers, r, window, d))
+        fields[field + "_mask"] = hit[:, None, None] * patch_mask[None, :, off:]
     return prefill_from_layer(
         cfg,
         params,
@@ -251,10 +265,11 @@ def _branch_prefill(
         start,
         base.caches,
         prompt_idx,
-        mask[prompt_idx],
+        mask[prompt_idx][:, off:],
         slots,
         Edits(**fields),
         layers,
+        offset=off,
     )
 
 
@@ -476,8 +491,9 @@ def run_rows(
         np.zeros(n_p, np.int8),
         np.arange(n_p),
     )
-    chunks = _prefill_chunks(rows, pre_rows)
-    for start, idx in progress(chunks, desc=desc or "rows", min_interval=5.0):
+    lengths = np.asarray(mask).sum(1)
+    chunks = _prefill_chunks(rows, pre_rows, lengths, width)
+    for start, idx, window in progress(chunks, desc=desc or "rows", min_interval=5.0):
         r = len(idx)
         pidx = _pad_to(rows.prompt_idx[idx], pre_rows)
         avec = _pad_to(rows.add_vec[idx], pre_rows)
@@ -500,6 +516,7 @@ def run_rows(
                     pmask,
                     slots,
                     rows.patch_site,
+                    window,
                 )
             )
         push(
@@ -548,12 +565,20 @@ def _even(n: int, most: int) -> int:
     return max(1, -(-n // calls))
 
 
-def _prefill_chunks(rows: Rows, size: int) -> list[tuple[int, np.ndarray]]:
-    """Row indices grouped by start layer, each group cut into pieces of at most `size`."""
+def _prefill_chunks(rows: Rows, size: int, lengths: np.ndarray, width: int, step: int = 4):
+    """[(start layer, row indices, window)]: rows grouped by start layer, ordered by prompt
+    length within the group and cut into pieces of at most `size`; each piece is re-run over
+    the last `window` prompt slots only (its longest prompt, rounded up to `step` so that few
+    window sizes, each one compile, occur). Real-world texts of 12-21 tokens padded to 21 made
+    the re-runs do 38% more work than their tokens need; ordered pieces cut that to ~17%."""
     out = []
     for start in np.unique(rows.start_layer):
         idx = np.flatnonzero(rows.start_layer == start)
-        out += [(int(start), idx[i : i + size]) for i in range(0, len(idx), size)]
+        idx = idx[np.argsort(lengths[rows.prompt_idx[idx]], kind="stable")]
+        for i in range(0, len(idx), size):
+            piece = idx[i : i + size]
+            longest = int(lengths[rows.prompt_idx[piece]].max())
+            out.append((int(start), piece, min(width, -(-longest // step) * step)))
     return out
 
 

@@ -350,14 +350,60 @@ def _listing_tree(stage) -> dict[str, str]:
     }
 
 
+def _heads_extras(cfg, n_layers: int) -> dict:
+    """The future-work parts of phase 7 the config turns on, with layer ranges fitted to the
+    model (a neuron range past the last layer is clipped to the last two layers)."""
+    out = {}
+    for name in ("circuits", "neurons", "generation"):
+        sub = cfg.get(f"heads_{name}")
+        if sub is None or not sub.get("enabled", True):
+            continue
+        d = sub.to_dict()
+        d.pop("enabled", None)
+        sub = ml_collections.ConfigDict(d)
+        for k in ("prepend_bos",):
+            if k in sub:
+                sub[k] = cfg.prepend_bos
+        if name == "neurons":
+            lo, hi = (int(x) for x in sub.layers)
+            if hi > n_layers:
+                lo, hi = max(0, n_layers - 2), n_layers
+            sub.layers = (lo, hi)
+        out[name] = sub
+    return out
+
+
+def _jsonable(obj):
+    """A phase helper's result as something json can hold (dataclasses, arrays, paths)."""
+    from jaxcirc import stats
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        obj = {
+            k: v
+            for k, v in obj.items()
+            if k in ("rows", "top", "summary", "files", "sets", "effects")
+        }
+    try:
+        return stats.to_jsonable(obj)
+    except Exception:  # noqa: BLE001 - the files on disk are the record; the summary is a pointer
+        return str(type(obj).__name__)
+
+
 def _phase_heads(st: Study, vec_hashes: dict[str, str]) -> dict[str, str]:
-    from jaxcirc import heads
+    from jaxcirc import circuits, head_generation, heads, neurons
 
     cfg = st.cfg
     hashes = {}
     for label, h in vec_hashes.items():
         stage = st.run.stage(
-            f"heads/{_slug(label)}", st.key("heads", vectors=h, model=_ident(st, label))
+            f"heads/{_slug(label)}",
+            st.key(
+                "heads",
+                vectors=h,
+                model=_ident(st, label),
+                extras={k: cfg[k].to_dict() for k in cfg if k.startswith("heads_")},
+            ),
         )
         if not stage.done:
             log(f"heads: {label}")
@@ -374,6 +420,44 @@ def _phase_heads(st: Study, vec_hashes: dict[str, str]) -> dict[str, str]:
                 "correlations": res.correlations,
                 "files": {k: str(v) for k, v in res.files.items()},
             }
+            m = st.models[label]
+            extra = _heads_extras(cfg, m.config.n_layers)
+            if "circuits" in extra:
+                summary["circuits"] = _jsonable(
+                    circuits.run_circuits(
+                        m,
+                        emotional,
+                        neutral,
+                        vecs,
+                        extra["circuits"],
+                        stage.dir / "circuits",
+                        screen_rows=res.rows,
+                        word_ids=res.word_ids,
+                    )
+                )
+            if "neurons" in extra:
+                summary["neurons"] = _jsonable(
+                    neurons.run_neurons(
+                        m,
+                        emotional,
+                        neutral,
+                        vecs,
+                        extra["neurons"],
+                        stage.dir / "neurons",
+                        word_ids=res.word_ids,
+                    )
+                )
+            if "generation" in extra:
+                summary["generation"] = _jsonable(
+                    head_generation.run_head_generation(
+                        m,
+                        emotional,
+                        neutral,
+                        extra["generation"],
+                        stage.dir / "generation",
+                        screen_rows=res.rows,
+                    )
+                )
             artifacts.write_json(stage.path("summary.json"), summary)
             stage.finish(_listing_tree(stage))
         hashes[label] = stage.output_hash()

@@ -278,6 +278,7 @@ def prefill_from_layer(
     slots: int,
     edits: Edits | None = None,
     layers: tuple | None = None,
+    offset: int = 0,
 ) -> Prefilled:
     """Resume a prompt run at block `start_layer` (traced) from its input `x_start` [batch, P, d].
 
@@ -286,7 +287,9 @@ def prefill_from_layer(
     all layers; only the blocks run apply theirs. One compiled function serves every start layer:
     each block is a `lax.cond` that either runs it (and lays its cache out for decoding) or
     gathers the rows of `below`, so every layer's cache is written once. layers:
-    `split_layers(params)`, if already made.
+    `split_layers(params)`, if already made. offset: the prompts run are the last P slots of a
+    wider left-padded layout whose first `offset` slots are padding in every row (a shorter
+    window over short prompts); the caches and `key_valid` returned are in that wider layout.
     """
     b, p, _ = x_start.shape
     ctx = prompt_context(mask)
@@ -297,7 +300,9 @@ def prefill_from_layer(
     zeros = jnp.zeros((b, p, cfg.n_heads, cfg.d_head), x_start.dtype)
 
     def pad(a):  # [batch, P, head, d_head] -> [batch, head, slots, d_head]
-        return jnp.pad(jnp.swapaxes(a, 1, 2), ((0, 0), (0, 0), (0, slots - p), (0, 0)))
+        return jnp.pad(
+            jnp.swapaxes(a, 1, 2), ((0, 0), (0, 0), (offset, slots - offset - p), (0, 0))
+        )
 
     if layers is None:
         layers = split_layers(params)
@@ -318,9 +323,10 @@ def prefill_from_layer(
         x, kv = jax.lax.cond(i >= start_layer, run, skip, x)
         caches.append(kv)
     resid = x[:, -1]
+    full = jnp.concatenate([jnp.zeros((b, offset), bool), mask.astype(bool)], axis=1)
     return Prefilled(
         caches=tuple(caches),
-        key_valid=_key_valid(mask, slots),
+        key_valid=_key_valid(full, slots),
         next_pos=ctx.positions[:, -1] + 1,
         logits=unembed(cfg, params, resid),
         resid=resid,
