@@ -344,12 +344,12 @@ class _Piece:
         return jax.tree_util.tree_map(lambda a: np.asarray(a)[:r], state)
 
 
-def _stack_rows(parts, n: int):
-    """Concatenate trees of numpy arrays along rows into fresh [n, ...] arrays, padding the end
-    with copies of the first row (padding rows' results are dropped)."""
+def _stack_rows(parts, n: int, out=None):
+    """Concatenate trees of numpy arrays along rows into [n, ...] arrays (`out`'s, if given, else
+    fresh), padding the end with copies of the first row (padding rows' results are dropped)."""
 
-    def cat(*leaves):
-        out = np.empty((n,) + leaves[0].shape[1:], leaves[0].dtype)
+    def cat(dst, *leaves):
+        out = np.empty((n,) + leaves[0].shape[1:], leaves[0].dtype) if dst is None else dst
         i = 0
         for a in leaves:
             out[i : i + len(a)] = a
@@ -357,7 +357,9 @@ def _stack_rows(parts, n: int):
         out[i:] = leaves[0][:1]
         return out
 
-    return jax.tree_util.tree_map(cat, *parts)
+    if out is None:
+        return jax.tree_util.tree_map(lambda *a: cat(None, *a), *parts)
+    return jax.tree_util.tree_map(cat, out, *parts)
 
 
 def _pad_to(a: np.ndarray, n: int) -> np.ndarray:
@@ -432,6 +434,7 @@ def run_rows(
     # handed back to jax without another copy. Doing the same with jnp slices and
     # concatenations compiled a new op for every piece size and cost ~4% of the sweep.
     pending: list[_Piece] = []
+    bufs: dict = {}
 
     def flush(final: bool):
         while sum(p.n for p in pending) >= dec_rows or (final and pending):
@@ -446,7 +449,10 @@ def run_rows(
                 else:
                     pending[0] = p.tail(k)
             with clock("assemble"):
-                state = jax.device_put(_stack_rows([t.state for t in take], dec_rows))
+                # One buffer reused for every batch (fresh pages cost as much as the copy);
+                # safe: each decode has finished (its results read) before the next fill.
+                bufs["state"] = _stack_rows([t.state for t in take], dec_rows, bufs.get("state"))
+                state = jax.device_put(bufs["state"])
                 add_layer = _stack_rows([t.add_layer for t in take], dec_rows)
                 add_vec = _stack_rows([t.add_vec for t in take], dec_rows)
                 rid = _stack_rows([t.row_ids for t in take], dec_rows)

@@ -228,7 +228,8 @@ def test_last_position_patch_equals_forward_edit(site):
     t_ids, t_mask = _random_prompts(4, cfg.d_vocab, 3, 6, short=[(0, 4)])
     s_ids, s_mask = _random_prompts(5, cfg.d_vocab, 2, 5, short=[(1, 3)])
     vocab_ids = np.arange(0, cfg.d_vocab, 5)
-    settings = steering.EngineSettings(3, batch_rows=16, prefill_rows=8)
+    # Re-run pieces of 2 rows: the two length-4 rows run over a 4-slot window of the 6.
+    settings = steering.EngineSettings(3, batch_rows=16, prefill_rows=2, exact_batches=True)
     res = steering.patching_sweep(
         cfg, m.params, t_ids, t_mask, s_ids, s_mask, (1,), (site,), "last", settings, vocab_ids
     )
