@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,9 @@ STUDY_VERSION = 1
 
 
 def log(msg: str):
-    print(f"[jaxcirc] {msg}", file=sys.stderr, flush=True)
+    """Phase-level progress on stderr (silent with JAXCIRC_QUIET=1)."""
+    if os.environ.get("JAXCIRC_QUIET", "") != "1":
+        print(f"[jaxcirc] {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,6 +115,7 @@ def _load_models(cfg):
         return loaded, notes
     out, notes = {}, {}
     for src in mc.sources:
+        src = ml_collections.ConfigDict(src) if isinstance(src, dict) else src
         log(f"loading {src.label} from {src.source}")
         out[src.label] = models.load(
             src.source, revision=src.get("revision") or None, cache_dir=mc.get("hf_cache") or None
@@ -125,7 +129,8 @@ def _load_models(cfg):
 def load_models(cfg) -> tuple[dict, dict]:
     """({label: LoadedModel}, {label: a note on where it came from}), validated against the
     config's layer choices."""
-    loaded, notes = _load_models_cached(json.dumps(cfg.models.to_dict(), sort_keys=True))
+    blob = json.dumps(cfg.models.to_dict(), sort_keys=True, default=lambda o: o.to_dict())
+    loaded, notes = _load_models_cached(blob)
     for label, m in loaded.items():
         validate_layers(cfg, label, m.config.n_layers)
     return loaded, notes

@@ -106,7 +106,7 @@ def test_rerun_recomputes_nothing(smoke):
     stamps = {p: p.stat().st_mtime_ns for p in work.rglob(".stamp.json")}
     assert len(stamps) >= 15
     t = time.time()
-    out = _run(args)
+    out = _run(args, {"JAXCIRC_QUIET": "0"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "extract:" not in out.stderr and "steering:" not in out.stderr
     assert {p: p.stat().st_mtime_ns for p in work.rglob(".stamp.json")} == stamps
