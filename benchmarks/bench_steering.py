@@ -192,8 +192,9 @@ def main():
         settings, batch_rows=dec_rows, prefill_rows=pre_rows, exact_batches=True
     )
     t0 = time.perf_counter()
+    # One layer with every alpha: the same re-run pieces (and prompt windows) as each layer.
     steering.steering_sweep(
-        cfg, ours.params, ids, mask, units, scales, layers[:1], (1.0,), settings
+        cfg, ours.params, ids, mask, units, scales, layers[:1], alphas, settings
     )
     t_comp = time.perf_counter() - t0
     print(

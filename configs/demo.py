@@ -9,6 +9,8 @@ are stand-ins, not the study's checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from configs.common import base_config
@@ -31,10 +33,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     for k, v in demo_models.TrainConfig().__dict__.items():
         c.models.train[k] = v
+    c.models.shape = ml_collections.ConfigDict(dataclasses.asdict(demo_models.StandinShape()))
 
     if arg == "smoke":
         c.models.corpus_lines = 800
         c.models.train.steps = 40
+        # Two layers, d_model 64: the CI-size study checks that every phase runs and writes
+        # what it should; compile time (most of its time) grows with depth.
+        c.models.shape.n_layers = 2
+        c.models.shape.d_model = 64
         c.models.cache_dir = "~/.cache/jaxcirc/demo-smoke"
         c.steering.max_prompts = 6
         c.cross_model.max_prompts = 4
@@ -47,7 +54,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
 def smoke_overrides(c):
     """Shrink every sweep so the whole study runs in a minute or two (CI)."""
-    c.steering.layers = (1, 3)
+    c.steering.layers = (0, 1)
     c.steering.alphas = (-8.0, 0.0, 8.0)
     c.steering.n_random_seeds = 2
     c.steering.max_new_tokens = 6

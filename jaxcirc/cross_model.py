@@ -9,8 +9,9 @@ control). Before any generation, the cosine between the mapped vector and B's ow
 reported with its null: random directions of A mapped through the same W (a map of low effective
 rank sends everything to similar directions, so a high raw cosine alone means little).
 
-Files per pair under `<A>__to__<B>/`: `mapped/` and `own/` (steering outputs: effects with CIs,
-random controls, plots, samples), `vectors.json` (cosines, nulls, layers, map settings).
+Files per pair under `<A>__to__<B>/`: `mapped/` (steering outputs: effects with CIs, random
+controls, plots, samples) and `vectors.json` (cosines, nulls, layers, map settings). B's own-vector
+run does not depend on A, so it is run once per model, under `own__<B>/`.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def run_cross_model(models: dict, acts: dict, prompts: list[str], cfg, out_dir) 
         "pairs": {},
     }
     labels = list(acts)
+    own_runs = {}  # B -> its own-vector steering summary (shared by every A -> B)
     for a, b in itertools.permutations(labels, 2):
         ma, mb = models[a], models[b]
         la = int(round(cm.relative_depth * ma.config.n_layers))
@@ -138,13 +140,17 @@ def run_cross_model(models: dict, acts: dict, prompts: list[str], cfg, out_dir) 
         mapped_tab = {e: _broadcast(mapped[e], n_b) for e in EMOTIONS}
         own_tab = {e: _broadcast(vecs_b[e][lb], n_b) for e in EMOTIONS}
         (pair_dir / "mapped").mkdir(parents=True, exist_ok=True)
-        (pair_dir / "own").mkdir(parents=True, exist_ok=True)
         info["steer_mapped"] = steering.run_steering(
             mb, prompts, mapped_tab, sc, pair_dir / "mapped", label=f"neutral, vectors from {a}"
         )
-        info["steer_own"] = steering.run_steering(
-            mb, prompts, own_tab, sc, pair_dir / "own", label=f"neutral, {b}'s own vectors"
-        )
+        if b not in own_runs:
+            own_dir = out / f"own__{_slug(b)}"
+            own_dir.mkdir(parents=True, exist_ok=True)
+            own_runs[b] = steering.run_steering(
+                mb, prompts, own_tab, sc, own_dir, label=f"neutral, {b}'s own vectors"
+            )
+        info["steer_own"] = own_runs[b]
+        info["own_dir"] = f"own__{_slug(b)}"
         summary["pairs"][f"{a} -> {b}"] = info
     return summary
 

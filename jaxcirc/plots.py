@@ -195,6 +195,16 @@ def line_with_band(
         raise ValueError("series is empty; pass {name: (mean, lo, hi)}")
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
+    _draw_bands(ax, x, series, dashed, zero_line)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.set_layout_engine("tight")
+    return fig
+
+
+def _draw_bands(ax, x, series, dashed, zero_line: bool = True, legend_size: float | None = None):
     for name, band in series.items():
         mean, lo, hi = _check_band(name, band, len(x))
         style = "--" if name in dashed else "-"
@@ -203,12 +213,70 @@ def line_with_band(
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     if zero_line:
         ax.axhline(0.0, color="grey", linewidth=0.8, zorder=0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.set_layout_engine("tight")
+
+
+def line_panels(
+    x,
+    panels: Sequence[Sequence],
+    xlabel: str,
+    title: str,
+    dashed: Sequence[str] = (),
+    zero_line: bool = True,
+) -> Figure:
+    """A grid of `line_with_band` panels sharing one x axis, in ONE figure (e.g. rows = measures,
+    columns = emotions): one image a reader takes in at once, and one render instead of dozens.
+
+    `panels[r][c]` is `(panel_title, ylabel, series)` with `series` as in `line_with_band`, or None
+    for an empty cell. Names in `dashed` are drawn dashed in every panel. Each panel keeps its own
+    y scale (measures differ in units).
+    """
+    _require_title(title)
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"x has shape {x.shape}; pass a 1-D array of x positions")
+    nrows = len(panels)
+    ncols = max((len(r) for r in panels), default=0)
+    if not nrows or not ncols or all(p is None for r in panels for p in r):
+        raise ValueError("panels is empty; pass rows of (panel title, ylabel, series)")
+    # Fixed margins in inches, not a layout engine: constrained layout of a 5 x 3 grid took
+    # longer than drawing it (~2.5 s against ~0.5 s per figure here).
+    w, h = 3.6 * ncols, 2.4 * nrows + 1.6
+    fig = Figure(figsize=(w, h))
+    fig.subplots_adjust(
+        left=0.75 / w, right=1 - 0.15 / w, bottom=1.0 / h, top=1 - 1.0 / h, hspace=0.5, wspace=0.35
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    handles = {}
+    for r in range(nrows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            cell = panels[r][c] if c < len(panels[r]) else None
+            if cell is None:
+                ax.set_visible(False)
+                continue
+            p_title, ylabel, series = cell
+            if not series:
+                raise ValueError(f"panel {p_title!r} has no series; pass {{name: (mean, lo, hi)}}")
+            _draw_bands(ax, x, series, dashed, zero_line)
+            if len(x) <= 16 and np.allclose(x, np.round(x)):
+                ax.set_xticks(x)  # layers and alphas: mark the measured points, not 0.5 steps
+            ax.set_title(str(p_title), fontsize=9)
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.tick_params(labelsize=7)
+            if r == nrows - 1:
+                ax.set_xlabel(xlabel, fontsize=8)
+            for handle, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(lab, handle)
+    fig.legend(
+        list(handles.values()),
+        list(handles.keys()),
+        loc="lower center",
+        ncols=min(len(handles), 4),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(title, fontsize=10, y=1 - 0.1 / h, va="top")
     return fig
 
 

@@ -166,7 +166,7 @@ def section_cross_model(root: Path) -> list[str]:
         "",
         "Sensitivity here is for the emotion-word logit difference (logit_diff_<emotion>, "
         "model-internal, at the next-token position; keyword rates of the generated text are in "
-        "each pair's `mapped/` and `own/` tables).",
+        "each pair's `mapped/` table and each model's `own__<B>/`).",
         "",
     ]
     return lines

@@ -1127,57 +1127,74 @@ def _write_samples(out, names, layers, alphas, scales, prompts, texts, base_text
 
 
 def _steering_plots(out, effects, emotions, n_rand, layers, alphas, labels, cfg) -> dict:
-    files = {}
+    """Two figures, each a grid rows = measures x columns = emotions: effect vs layer at the
+    extreme alphas, and effect vs alpha at each panel's most sensitive layer; the emotion vector
+    beside the band of random directions of equal norm."""
     k_e = len(emotions)
     a = np.asarray(alphas)
     extremes = [i for i in (int(np.argmax(a)), int(np.argmin(a))) if a[i] != 0]
     head = (
         f"{labels['model']}, {labels['vector_method']}/{labels['vector_centre']} vectors, "
-        f"{labels['prompt_set']} (n={labels['n_prompts']})"
+        f"{labels['prompt_set']} (n={labels['n_prompts']}); "
+        f"{int(cfg.ci_level * 100)}% bootstrap CI over prompts, random band over {n_rand} seeds"
     )
-    for di, e in enumerate(emotions):
-        for m in _plot_measures(e, effects):
+    measure_rows = ["sentiment", "politeness", "kw", "logit_diff", "proj"]
+    by_layer, by_alpha, dashed = [], [], set()
+    for kind in measure_rows:
+        row_l, row_a = [], []
+        for di, e in enumerate(emotions):
+            m = kind if kind in ("sentiment", "politeness") else f"{kind}_{e}"
+            if m not in _plot_measures(e, effects):
+                row_l.append(None)
+                row_a.append(None)
+                continue
             ef = effects[m]
-            series, dashed = {}, []
+            series = {}
             for ai in extremes:
                 band = random_band(ef.value[k_e:, :, ai], cfg)
-                series[f"{e} alpha={a[ai]:+g}"] = (
+                series[f"emotion vector, alpha={a[ai]:+g}"] = (
                     ef.value[di, :, ai],
                     ef.lo[di, :, ai],
                     ef.hi[di, :, ai],
                 )
-                name = f"random alpha={a[ai]:+g} (mean, {n_rand} seeds)"
+                name = f"random, alpha={a[ai]:+g}"
                 series[name] = (band.mean, band.lo, band.hi)
-                dashed.append(name)
-            fig = plots.line_with_band(
-                np.asarray(layers),
-                series,
-                "layer L (steered block input)",
-                f"{m} change vs unsteered",
-                f"{m}: steering effect vs layer\n{head}; "
-                f"{int(cfg.ci_level * 100)}% bootstrap CI, random band over seeds",
-                dashed,
-            )
-            files[f"plot_{e}_{m}_layer"] = artifacts.save_figure(
-                out / "plots" / f"{e}_{m}_vs_layer.png", fig
-            )
+                dashed.add(name)
+            row_l.append((f"{e} vector: {m}", f"{m} change", series))
             li = int(np.argmax(np.abs(ef.sens[di])))
             band = random_band(ef.value[k_e:, li], cfg)
             series = {
-                f"{e} L={layers[li]}": (ef.value[di, li], ef.lo[di, li], ef.hi[di, li]),
-                f"random L={layers[li]} ({n_rand} seeds)": (band.mean, band.lo, band.hi),
+                "emotion vector (at the panel's layer)": (
+                    ef.value[di, li],
+                    ef.lo[di, li],
+                    ef.hi[di, li],
+                ),
+                "random (same layer)": (band.mean, band.lo, band.hi),
             }
-            fig = plots.line_with_band(
-                a,
-                series,
-                "alpha (units of alpha_unit x typical residual norm)",
-                f"{m} change vs unsteered",
-                f"{m}: effect vs alpha at the most sensitive layer\n{head}",
-                [f"random L={layers[li]} ({n_rand} seeds)"],
-            )
-            files[f"plot_{e}_{m}_alpha"] = artifacts.save_figure(
-                out / "plots" / f"{e}_{m}_vs_alpha.png", fig
-            )
+            dashed.add("random (same layer)")
+            row_a.append((f"{e} vector: {m}, L={layers[li]}", f"{m} change", series))
+        if any(c is not None for c in row_l):
+            by_layer.append(row_l)
+            by_alpha.append(row_a)
+    if not by_layer:
+        return {}
+    files = {}
+    fig = plots.line_panels(
+        np.asarray(layers),
+        by_layer,
+        "layer L (steered block input)",
+        f"steering effect vs layer, change vs unsteered\n{head}",
+        sorted(dashed),
+    )
+    files["plot_vs_layer"] = artifacts.save_figure(out / "plots" / "steering_vs_layer.png", fig)
+    fig = plots.line_panels(
+        a,
+        by_alpha,
+        "alpha (units of alpha_unit x typical residual norm)",
+        f"steering effect vs alpha at each panel's most sensitive layer\n{head}",
+        sorted(dashed),
+    )
+    files["plot_vs_alpha"] = artifacts.save_figure(out / "plots" / "steering_vs_alpha.png", fig)
     return files
 
 
@@ -1407,30 +1424,32 @@ def run_patching(
     head = (
         f"{labels['model']}, {source_label} -> {label} (n={n_t}), positions={cfg.patch_positions}"
     )
-    for site in sites:
-        for name in want:
+    control = "control: from another neutral prompt"
+    panels = []
+    for name in want:
+        row = []
+        for site in sites:
             if (site, name) not in curves:
+                row.append(None)
                 continue
             est, _ = curves[(site, name)]
             series = {
                 f"patched from {source_label}": (est.value[:, 0], est.lo[:, 0], est.hi[:, 0]),
-                "control: from another neutral prompt": (
-                    est.value[:, 1],
-                    est.lo[:, 1],
-                    est.hi[:, 1],
-                ),
+                control: (est.value[:, 1], est.lo[:, 1], est.hi[:, 1]),
             }
-            fig = plots.line_with_band(
-                np.asarray(layers),
-                series,
-                f"layer L ({site} of block L patched)",
-                f"{name} change vs unpatched",
-                f"patching {site}: {name}\n{head}; {int(cfg.ci_level * 100)}% bootstrap CI",
-                ["control: from another neutral prompt"],
-            )
-            files[f"plot_{site}_{name}"] = artifacts.save_figure(
-                out / "plots" / f"patch_{site}_{name}.png", fig
-            )
+            row.append((f"{site} patched: {name}", f"{name} change", series))
+        if any(c is not None for c in row):
+            panels.append(row)
+    if panels:
+        fig = plots.line_panels(
+            np.asarray(layers),
+            panels,
+            "layer L (the site of block L patched)",
+            f"patching effect vs layer, change vs unpatched\n{head}; "
+            f"{int(cfg.ci_level * 100)}% bootstrap CI over prompts",
+            [control],
+        )
+        files["plot"] = artifacts.save_figure(out / "plots" / "patching_vs_layer.png", fig)
     summary = {
         **labels,
         "layers": list(layers),

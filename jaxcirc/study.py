@@ -110,6 +110,7 @@ def _load_models(cfg):
             train_cfg=train_cfg,
             n_lines=mc.corpus_lines,
             seed=mc.seed,
+            shape=_standin_shape(mc),
         )
         notes = {label: "trained stand-in; " + m.summary() for label, m in metrics.items()}
         return loaded, notes
@@ -149,7 +150,18 @@ def model_labels(cfg) -> list[str]:
         return [s.label for s in cfg.models.sources]
     from jaxcirc import demo_models
 
-    return [demo_models.standin_label(f) for f in cfg.models.families]
+    shape = _standin_shape(cfg.models)
+    return [demo_models.standin_label(f, shape) for f in cfg.models.families]
+
+
+def _standin_shape(mc):
+    from jaxcirc import demo_models
+
+    return (
+        demo_models.StandinShape(**mc.shape.to_dict())
+        if "shape" in mc
+        else demo_models.StandinShape()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,6 +522,9 @@ def _phase_report(st: Study, upstream: dict) -> Path:
 def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
     """Run the configured phases (and what they need) into `workdir`; returns the report path."""
     validate_config(cfg)
+    unknown = [p for p in (phases or []) if p not in PHASES]
+    if unknown:
+        raise ValueError(f"--phases names unknown phase(s) {unknown}; choose from {list(PHASES)}")
     wanted = set(phases or cfg.phases)
     t0 = time.time()
     run = artifacts.RunDir(workdir)

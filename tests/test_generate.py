@@ -196,6 +196,10 @@ def test_eos_recorded_and_bad_input(tiny):
         generate(cfg, tiny.params, ids, mask, 3, edits=positional)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(cfg, tiny.params, ids, mask, 0)
+    with pytest.raises(ValueError, match="no real tokens"):
+        generate(cfg, tiny.params, ids, np.zeros_like(mask), 3)
+    with pytest.raises(ValueError, match="d_vocab"):
+        generate(cfg, tiny.params, ids + cfg.d_vocab, mask, 3)
     with pytest.raises(ValueError, match="temperature"):
         Sampling(temperature=-1.0)
     assert GREEDY.temperature == 0

@@ -88,6 +88,28 @@ def test_line_with_band_draws_bands_and_saves(tmp_path):
     _assert_png(artifacts.save_figure(tmp_path / "line.png", fig))
 
 
+def test_line_panels_one_figure_per_grid(tmp_path):
+    x = np.arange(4)
+    up = (x * 1.0, x - 0.5, x + 0.5)
+    rnd = (np.zeros(4), -np.ones(4), np.ones(4))
+    panels = [
+        [("gratitude: kw", "kw change", {"vector": up, "random": rnd}), None],
+        [("gratitude: proj", "proj", {"vector": up}), ("anger: proj", "proj", {"vector": up})],
+    ]
+    fig = plots.line_panels(x, panels, "layer", "steering, GPT-2", dashed=["random"])
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["gratitude: kw", "gratitude: proj", "anger: proj"]
+    np.testing.assert_allclose(visible[0].lines[0].get_ydata(), x)
+    assert visible[0].lines[1].get_linestyle() == "--"
+    # One legend for the figure, each name once.
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["vector", "random"]
+    _assert_png(artifacts.save_figure(tmp_path / "panels.png", fig))
+    with pytest.raises(ValueError, match="panels is empty"):
+        plots.line_panels(x, [[None]], "layer", "t")
+    with pytest.raises(ValueError, match="title"):
+        plots.line_panels(x, panels, "layer", " ")
+
+
 def test_bar_with_ci_annotates_means_and_error_bars(tmp_path):
     means = np.array([-0.0349, 0.1102])
     fig = plots.bar_with_ci(

@@ -179,7 +179,7 @@ def test_planted_direction_steers_random_does_not(tmp_path):
     for col in ("vector_method", "vector_centre", "layer", "alpha", "added_norm", "control"):
         assert r0[col] != ""
     assert {r["control"] for r in rows if r["direction"].startswith("random")} == {"random"}
-    assert (tmp_path / "plots" / "gratitude_logit_diff_gratitude_vs_layer.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "steering_vs_layer.png").stat().st_size > 10_000
     text = (tmp_path / "samples" / "gratitude.txt").read_text()
     assert "layer 1, alpha +8" in text and "thanks" in text
 
