@@ -26,6 +26,7 @@ test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=20
 
 bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_extraction.py
 	$(PY) benchmarks/bench_steering.py
 	$(PY) benchmarks/bench_heads.py

@@ -22,6 +22,12 @@ the model being random: there is no emotion to find, only agreement between meth
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+# Runnable as a file (python benchmarks/bench_x.py) as well as a module (-m benchmarks.bench_x).
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+
 import os
 import tempfile
 import time

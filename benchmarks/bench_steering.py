@@ -20,6 +20,12 @@ The matmul peak is measured in this run, before and after (best of the two).
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+# Runnable as a file (python benchmarks/bench_x.py) as well as a module (-m benchmarks.bench_x).
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+
 import argparse
 import dataclasses
 import os

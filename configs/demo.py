@@ -35,6 +35,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.models.train[k] = v
     c.models.shape = ml_collections.ConfigDict(dataclasses.asdict(demo_models.StandinShape()))
 
+    # Sized so the first run (training included) stays under 15 minutes on 2 cores: alphas
+    # without +-1 (the weakest cells), 50 of the 70 neutral prompts steered (24 in cross-model
+    # patching), 1000 bootstrap resamples, circuits searched over the 12 best of the stand-ins'
+    # 16 heads up to sets of 3, 12-token continuations under head edits, 50 shuffled pairings
+    # per alignment null. configs/paper.py keeps the study's full sizes.
+    c.steering.alphas = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0)
+    c.steering.max_prompts = 50
+    c.cross_model.max_prompts = 24
+    c.heads_generation.n_new = 12
+    c.steering.n_boot = 1000
+    c.heads_circuits.n_candidates = 12
+    c.heads_circuits.k_max = 3
+    c.alignment.n_perm = 50
+
     if arg == "smoke":
         c.models.corpus_lines = 800
         c.models.train.steps = 40

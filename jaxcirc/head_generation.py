@@ -12,19 +12,15 @@ continuation only. Each delta comes with a paired bootstrap CI over prompts, and
 control: the same edit on random head sets of the same size (`n_control` sets, seeded, drawn
 from the heads outside the set), pooled over sets.
 
-Generation: `generate_ids` is a plain greedy (or temperature-sampled) loop over the full
-forward pass, without a KV cache (each new token reruns the prompt). It is here behind one small
-function so that `models.generate` (being written beside this module) can replace it; until
-then it is correct but O(n^2) in the continuation length, fine for the study's short ones.
+Generation is `models.generate.generate` (KV-cached, one compiled loop) with the head edits held
+at every position; the clean run of a prompt set is generated once and shared by every edit.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -32,8 +28,8 @@ import numpy as np
 from jaxcirc import artifacts, heads, plots, scoring
 from jaxcirc.stats import paired_bootstrap_diff
 from models.config import ModelConfig
-from models.contract import Edits, Record
-from models.transformer import forward as model_forward
+from models.contract import Edits
+from models.generate import GREEDY, Sampling, generate
 
 Head = tuple[int, int]
 MODES = ("ablation", "patching")
@@ -69,10 +65,9 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Generation (swap for models.generate when it exists)
+# Generation
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "n_new", "temperature"))
 def generate_ids(
     cfg: ModelConfig,
     params,
@@ -81,39 +76,15 @@ def generate_ids(
     edits: Edits | None,
     n_new: int,
     temperature: float = 0.0,
-    key=None,
+    seed: int = 0,
 ):
-    """Continue each right-padded prompt by `n_new` tokens: `[batch, n_new]` int32.
-
-    Non-cached: step t runs the full forward over the prompt plus t generated tokens (one
-    compiled loop, one buffer of width pos + n_new). Edits must have no pos axis (they hold at
-    every position, generated ones included).
-    """
-    B, P = tokens.shape
-    W = P + n_new
-    buf = jnp.zeros((B, W), jnp.int32).at[:, :P].set(tokens)
-    mbuf = jnp.zeros((B, W), bool).at[:, :P].set(mask)
-    lengths = jnp.asarray(mask, jnp.int32).sum(axis=1)
-    key = jax.random.key(0) if key is None else key
-    rows = jnp.arange(B)
-
-    def step(t, carry):
-        buf, mbuf, out, key = carry
-        logits, _ = model_forward(cfg, params, buf, mbuf, edits, Record(logits="last"))
-        if temperature > 0:
-            key, sub = jax.random.split(key)
-            nxt = jax.random.categorical(sub, logits / temperature, axis=-1)
-        else:
-            nxt = jnp.argmax(logits, axis=-1)
-        nxt = nxt.astype(jnp.int32)
-        where = lengths + t
-        buf = buf.at[rows, where].set(nxt)
-        mbuf = mbuf.at[rows, where].set(True)
-        return buf, mbuf, out.at[:, t].set(nxt), key
-
-    out = jnp.zeros((B, n_new), jnp.int32)
-    _, _, out, _ = jax.lax.fori_loop(0, n_new, step, (buf, mbuf, out, key))
-    return out
+    """Continue each prompt by `n_new` tokens: `[batch, n_new]` int32, with `edits` held at
+    every position, prompt and generated (so no position axis). KV-cached, one compiled call
+    (`models.generate.generate`); temperature 0 = greedy, else sampling seeded per row by `seed`
+    (the same draws for a clean and an edited run: paired comparisons)."""
+    sampling = GREEDY if temperature == 0 else Sampling(temperature=float(temperature))
+    gen = generate(cfg, params, tokens, mask, n_new, edits=edits, sampling=sampling, seed=int(seed))
+    return gen.tokens
 
 
 def decode(model, new_ids) -> list[str]:
@@ -157,7 +128,7 @@ def control_sets(cfg: ModelConfig, head_set: Sequence[Head], n: int, seed: int):
     ]
 
 
-def _generate_scores(model, toks, edits, gcfg, scorer, key):
+def _generate_scores(model, toks, edits, gcfg, scorer):
     ids = generate_ids(
         model.config,
         model.params,
@@ -166,23 +137,25 @@ def _generate_scores(model, toks, edits, gcfg, scorer, key):
         edits,
         gcfg.n_new,
         gcfg.temperature,
-        key,
+        gcfg.seed,
     )
     texts = decode(model, ids)
     return texts, scorer(texts)
 
 
-def edit_effect(model, toks, z_ref, head_set, gcfg, scorer=scoring.score_texts):
+def edit_effect(model, toks, z_ref, head_set, gcfg, scorer=scoring.score_texts, clean=None):
     """Per score name: delta per prompt `[n]` (edited - clean), its control deltas
-    `[n_control, n]`, and sample texts. The same sampling key for clean and edited runs."""
-    key = jax.random.key(gcfg.seed)
-    clean_texts, clean = _generate_scores(model, toks, None, gcfg, scorer, key)
+    `[n_control, n]`, and sample texts. The same sampling draws for clean and edited runs.
+    clean: `(texts, scores)` of the unedited run of `toks`, if already generated."""
+    if clean is None:
+        clean = _generate_scores(model, toks, None, gcfg, scorer)
+    clean_texts, clean = clean
     texts, edited = _generate_scores(
-        model, toks, set_edits(model.config, head_set, z_ref), gcfg, scorer, key
+        model, toks, set_edits(model.config, head_set, z_ref), gcfg, scorer
     )
     ctrl = {k: [] for k in clean}
     for cs in control_sets(model.config, head_set, gcfg.n_control, gcfg.seed):
-        _, c = _generate_scores(model, toks, set_edits(model.config, cs, z_ref), gcfg, scorer, key)
+        _, c = _generate_scores(model, toks, set_edits(model.config, cs, z_ref), gcfg, scorer)
         for k in clean:
             ctrl[k].append(c[k] - clean[k])
     deltas = {k: edited[k] - clean[k] for k in clean}
@@ -249,6 +222,13 @@ def run_head_generation(
     )
     label = gcfg.model_label or mc.name or mc.family
     rows, samples = [], {}
+    clean_runs = {}  # prompt set -> its unedited (texts, scores), generated once
+
+    def clean_of(which, toks):
+        if which not in clean_runs:
+            clean_runs[which] = _generate_scores(model, toks, None, gcfg, scorer)
+        return clean_runs[which]
+
     for e, prompts in emotional_prompts.items():
         e_toks = tok(prompts)
         z_emotion = heads.neutral_mean_z(
@@ -258,14 +238,21 @@ def run_head_generation(
         for mode in gcfg.modes:
             if mode == "ablation":
                 conds = [
-                    (k, e_toks, z_neutral if k == "mean" else jnp.zeros_like(z_neutral))
+                    (
+                        k,
+                        ("emotion", e),
+                        e_toks,
+                        z_neutral if k == "mean" else jnp.zeros_like(z_neutral),
+                    )
                     for k in gcfg.kinds
                 ]
             else:
-                conds = [("emotion mean", n_toks, z_emotion)]
+                conds = [("emotion mean", ("neutral",), n_toks, z_emotion)]
             for name, head_set in sets.items():
-                for kind, toks, z_ref in conds:
-                    deltas, ctrl, smp = edit_effect(model, toks, z_ref, head_set, gcfg, scorer)
+                for kind, which, toks, z_ref in conds:
+                    deltas, ctrl, smp = edit_effect(
+                        model, toks, z_ref, head_set, gcfg, scorer, clean_of(which, toks)
+                    )
                     samples[f"{mode}/{e}/{name}/{kind}"] = smp
                     for score, d in deltas.items():
                         v, lo, hi = _ci(d, gcfg)

@@ -10,6 +10,7 @@ leaves the run directory without its config.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -241,10 +242,14 @@ def line_panels(
         raise ValueError("panels is empty; pass rows of (panel title, ylabel, series)")
     # Fixed margins in inches, not a layout engine: constrained layout of a 5 x 3 grid took
     # longer than drawing it (~2.5 s against ~0.5 s per figure here).
-    w, h = 3.6 * ncols, 2.4 * nrows + 1.6
+    w = 3.6 * ncols
+    # Wrapped to the figure's width (no layout engine shrinks a long title to fit).
+    title = "\n".join(textwrap.fill(line, int(w * 11)) for line in title.splitlines())
+    top = 0.45 + 0.2 * len(title.splitlines())  # inches above the first row of panels
+    h = 2.4 * nrows + 1.0 + top
     fig = Figure(figsize=(w, h))
     fig.subplots_adjust(
-        left=0.75 / w, right=1 - 0.15 / w, bottom=1.0 / h, top=1 - 1.0 / h, hspace=0.5, wspace=0.35
+        left=0.75 / w, right=1 - 0.15 / w, bottom=1.0 / h, top=1 - top / h, hspace=0.5, wspace=0.35
     )
     axes = fig.subplots(nrows, ncols, squeeze=False)
     handles = {}
