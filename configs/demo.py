@@ -35,7 +35,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.models.train[k] = v
     c.models.shape = ml_collections.ConfigDict(dataclasses.asdict(demo_models.StandinShape()))
 
-    # Sized so the first run (training included) stays under 15 minutes on 2 cores: alphas
+    # Sized toward a first run (training included) under 15 minutes on 2 cores (measured ~16,
+    # most of it compiling; see benchmarks/RESULTS.md): alphas
     # without +-1 (the weakest cells), 50 of the 70 neutral prompts steered (24 in cross-model
     # patching), 1000 bootstrap resamples, circuits searched over the 12 best of the stand-ins'
     # 16 heads up to sets of 3, 12-token continuations under head edits, 50 shuffled pairings
