@@ -49,15 +49,19 @@ def log(msg: str):
 
 
 def validate_config(cfg: ml_collections.ConfigDict):
-    unknown = [p for p in cfg.phases if p not in PHASES]
-    if unknown:
-        raise ValueError(f"config.phases has unknown phases {unknown}; choose from {list(PHASES)}")
+    _check_phases(cfg.phases, "config.phases")
     if cfg.models.kind not in ("standin", "checkpoint"):
         raise ValueError(f"config.models.kind={cfg.models.kind!r}; use 'standin' or 'checkpoint'")
     if cfg.models.kind == "checkpoint" and not cfg.models.sources:
         raise ValueError("config.models.sources is empty; name at least one checkpoint")
     if cfg.dataset.set not in ("baseline", "extended"):
         raise ValueError(f"config.dataset.set={cfg.dataset.set!r}; use 'baseline' or 'extended'")
+
+
+def _check_phases(names, what: str):
+    unknown = [p for p in names if p not in PHASES]
+    if unknown:
+        raise ValueError(f"{what} name unknown phase(s) {unknown}; choose from {list(PHASES)}")
 
 
 def validate_layers(cfg, model_label: str, n_layers: int):
@@ -522,9 +526,7 @@ def _phase_report(st: Study, upstream: dict) -> Path:
 def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
     """Run the configured phases (and what they need) into `workdir`; returns the report path."""
     validate_config(cfg)
-    unknown = [p for p in (phases or []) if p not in PHASES]
-    if unknown:
-        raise ValueError(f"--phases names unknown phase(s) {unknown}; choose from {list(PHASES)}")
+    _check_phases(phases or [], "the phases asked for")
     wanted = set(phases or cfg.phases)
     t0 = time.time()
     run = artifacts.RunDir(workdir)
@@ -557,6 +559,4 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
 
 def run_phase(name: str, cfg, workdir: str) -> Path:
     """One phase alone (the phases it reads run first if they are not done)."""
-    if name not in PHASES:
-        raise ValueError(f"unknown phase {name!r}; choose from {list(PHASES)}")
     return run_study(cfg, workdir, phases=[name])
