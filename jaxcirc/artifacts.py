@@ -236,10 +236,12 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def save_figure(path: str | os.PathLike, fig: Any, dpi: int = 120) -> Path:
     """Save a matplotlib Figure atomically; the format follows the suffix (PNG if none)."""
+    from jaxcirc.plots import LOCK  # drawing is matplotlib too: one figure at a time
+
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
     # No bbox_inches="tight": it draws the figure a second time to measure it (about half of a
     # study's plotting time). jaxcirc.plots lays every figure out itself.
-    with _atomic_file(path) as f:
+    with LOCK, _atomic_file(path) as f:
         fig.savefig(f, format=fmt, dpi=dpi)
     return Path(path)
 

@@ -169,26 +169,37 @@ def beam_search(
     beam: int = 1,
     strategy: str = "fold",
     chunk: int = 4,
+    swept: Sequence[Head] | None = None,
 ) -> tuple[list[tuple[tuple[Head, ...], np.ndarray]], dict[Head, np.ndarray]]:
     """Grow head sets from `candidates` by beam search on mean effect.
 
     effect(S) per prompt = sign * (m_e(clean) - m_e(S edited)) (sign -1 for patching, where the
     effect is m(edited) - m(clean)). Returns (for k = 1..k_max the best set and its per-prompt
-    effect `[n]`, and every candidate's single effect per prompt).
+    effect `[n]`, and every candidate's single effect per prompt). swept: heads each step
+    sweeps (a superset of `candidates`; default the candidates). The sweep is compiled per
+    swept tuple, so searches that share one (`run_circuits`) compile once.
     """
     candidates = tuple((int(a), int(b)) for a, b in candidates)
     if not candidates:
         raise ValueError("candidates is empty; pass at least one (layer, head)")
+    # Sorted: the same heads are the same static argument (one compile), whatever order the
+    # candidates come in (ranked by score). Rows of the sweep are looked up by head (`col`).
+    swept = tuple(
+        sorted(set(candidates if swept is None else ((int(a), int(b)) for a, b in swept)))
+    )
+    if not set(candidates) <= set(swept):
+        raise ValueError(f"swept heads {swept} do not include every candidate {candidates}")
+    col = {h: swept.index(h) for h in candidates}
     if not 1 <= k_max <= len(candidates):
         raise ValueError(f"k_max={k_max} must be in [1, {len(candidates)}] (the candidates)")
     if beam < 1:
         raise ValueError(f"beam={beam}; use 1 (greedy) or more")
     tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
     z_ref = jnp.asarray(z_ref)
-    args = (readout, candidates, emotion, measure, strategy, chunk)
+    args = (readout, swept, emotion, measure, strategy, chunk)
     empty = set_edits(cfg, (), z_ref)
     vals, clean = _step(cfg, params, tokens, mask, empty, z_ref, *args)
-    singles = {h: sign * np.asarray(clean - vals[i]) for i, h in enumerate(candidates)}
+    singles = {h: sign * np.asarray(clean - vals[col[h]]) for h in candidates}
     beams: list[tuple[tuple[Head, ...], np.ndarray]] = [((), np.zeros(tokens.shape[0]))]
     best = []
     for _k in range(k_max):
@@ -198,12 +209,12 @@ def beam_search(
                 vals, _ = _step(
                     cfg, params, tokens, mask, set_edits(cfg, head_set, z_ref), z_ref, *args
                 )
-            for i, h in enumerate(candidates):
+            for h in candidates:
                 if h in head_set:
                     continue
                 key = frozenset(head_set + (h,))
                 if key not in scored:
-                    scored[key] = (head_set + (h,), sign * np.asarray(clean - vals[i]))
+                    scored[key] = (head_set + (h,), sign * np.asarray(clean - vals[col[h]]))
         ranked = sorted(scored.values(), key=lambda s: -float(s[1].mean()))
         beams = ranked[:beam]
         best.append(beams[0])
@@ -265,8 +276,10 @@ def search_circuit(
     ccfg,
     mode: str,
     kind: str,
+    swept=None,
 ) -> CircuitResult:
-    """Beam search plus, per k, joint vs sum of singles with CIs and the random-set control."""
+    """Beam search plus, per k, joint vs sum of singles with CIs and the random-set control.
+    swept: heads each search step sweeps (see `beam_search`)."""
     sign = 1.0 if mode == "ablation" else -1.0
     best, singles = beam_search(
         cfg,
@@ -283,6 +296,7 @@ def search_circuit(
         ccfg.beam,
         ccfg.strategy,
         ccfg.chunk,
+        swept,
     )
     steps = []
     for k, (head_set, joint) in enumerate(best, start=1):
@@ -394,10 +408,18 @@ def run_circuits(
         list(neutral_prompts), prepend_bos=tcfg.prepend_bos, max_len=tcfg.max_len
     )
     z_neutral = mean_z(mc, params, n_toks.ids, n_toks.mask)
+    cands_by = {
+        emo: candidate_heads(screen_rows, mc, emo, ccfg.measure, ccfg.kind, ccfg.n_candidates)
+        for emo in emotional_prompts
+    }
+    # One sweep over every emotion's candidates compiles once for all searches; worth it while
+    # the union is not much larger than one emotion's list (small models, overlapping lists).
+    union = sorted(set().union(*cands_by.values()))
+    swept = union if len(union) <= 1.5 * max(len(c) for c in cands_by.values()) else None
     results = []
     for j, (emo, prompts) in enumerate(emotional_prompts.items()):
         e_toks = model.tokenize(list(prompts), prepend_bos=tcfg.prepend_bos, max_len=tcfg.max_len)
-        cands = candidate_heads(screen_rows, mc, emo, ccfg.measure, ccfg.kind, ccfg.n_candidates)
+        cands = cands_by[emo]
         for mode in ccfg.modes:
             if mode == "ablation":
                 toks = e_toks
@@ -419,6 +441,7 @@ def run_circuits(
                     ccfg,
                     mode,
                     ccfg.kind,
+                    swept,
                 )
             )
     write_circuits(out_dir, results, ccfg, model)

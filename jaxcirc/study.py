@@ -11,6 +11,7 @@ a rerun whose phases are all done loads nothing.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -41,7 +42,9 @@ STUDY_VERSION = 1
 def log(msg: str):
     """Phase-level progress on stderr (silent with JAXCIRC_QUIET=1)."""
     if os.environ.get("JAXCIRC_QUIET", "") != "1":
-        print(f"[jaxcirc] {msg}", file=sys.stderr, flush=True)
+        # One write per line: phases run in threads would interleave print()'s two writes.
+        sys.stderr.write(f"[jaxcirc] {msg}\n")
+        sys.stderr.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,6 +59,9 @@ def validate_config(cfg: ml_collections.ConfigDict):
         raise ValueError("config.models.sources is empty; name at least one checkpoint")
     if cfg.dataset.set not in ("baseline", "extended"):
         raise ValueError(f"config.dataset.set={cfg.dataset.set!r}; use 'baseline' or 'extended'")
+    workers = cfg.get("workers", 1)
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"config.workers={workers!r}; use a positive number of threads (1 = none)")
 
 
 def _check_phases(names, what: str):
@@ -115,6 +121,7 @@ def _load_models(cfg):
             n_lines=mc.corpus_lines,
             seed=mc.seed,
             shape=_standin_shape(mc),
+            workers=int(cfg.get("workers", 1)),
         )
         notes = {label: "trained stand-in; " + m.summary() for label, m in metrics.items()}
         return loaded, notes
@@ -317,49 +324,46 @@ def _texts(records) -> list[str]:
     return [r.text for r in records]
 
 
-def _phase_steering(st: Study, vec_hashes: dict[str, str]) -> dict[str, str]:
+def _steering_one(st: Study, label: str, h: str) -> str:
     from jaxcirc import steering
 
     cfg = st.cfg
-    hashes = {}
-    for label, h in vec_hashes.items():
-        stage = st.run.stage(
-            f"steering/{_slug(label)}", st.key("steering", vectors=h, model=_ident(st, label))
-        )
-        if not stage.done:
-            log(f"steering: {label}")
-            prompts = _records(st, "prompts")
-            neutral = _texts([r for r in prompts if r.emotion == "neutral"])
-            inputs = {"neutral": neutral[: cfg.steering.max_prompts]}
-            realworld = _texts(_records(st, "realworld"))
-            if realworld:
-                inputs["realworld"] = realworld
-            vecs = _vectors(st, label, cfg.steering.vector_method, cfg.steering.vector_centre)
-            summary = {}
-            for name, texts in inputs.items():
-                out_dir = stage.dir / name
-                out_dir.mkdir(parents=True, exist_ok=True)
-                summary[name] = steering.run_steering(
-                    st.models[label], texts, vecs, cfg.steering, out_dir
-                )
-            summary["patching"] = {}
-            for emo in cfg.steering.patch_emotions:
-                source = _texts([r for r in prompts if r.emotion == emo])
-                pdir = stage.dir / "patching" / emo
-                pdir.mkdir(parents=True, exist_ok=True)
-                summary["patching"][emo] = steering.run_patching(
-                    st.models[label],
-                    inputs["neutral"],
-                    source[: len(inputs["neutral"])],
-                    cfg.steering,
-                    pdir,
-                    source_label=emo,
-                    vectors=vecs,
-                )
-            artifacts.write_json(stage.path("summary.json"), summary)
-            stage.finish(_listing_tree(stage))
-        hashes[label] = stage.output_hash()
-    return hashes
+    stage = st.run.stage(
+        f"steering/{_slug(label)}", st.key("steering", vectors=h, model=_ident(st, label))
+    )
+    if not stage.done:
+        log(f"steering: {label}")
+        prompts = _records(st, "prompts")
+        neutral = _texts([r for r in prompts if r.emotion == "neutral"])
+        inputs = {"neutral": neutral[: cfg.steering.max_prompts]}
+        realworld = _texts(_records(st, "realworld"))
+        if realworld:
+            inputs["realworld"] = realworld
+        vecs = _vectors(st, label, cfg.steering.vector_method, cfg.steering.vector_centre)
+        summary = {}
+        for name, texts in inputs.items():
+            out_dir = stage.dir / name
+            out_dir.mkdir(parents=True, exist_ok=True)
+            summary[name] = steering.run_steering(
+                st.models[label], texts, vecs, cfg.steering, out_dir
+            )
+        summary["patching"] = {}
+        for emo in cfg.steering.patch_emotions:
+            source = _texts([r for r in prompts if r.emotion == emo])
+            pdir = stage.dir / "patching" / emo
+            pdir.mkdir(parents=True, exist_ok=True)
+            summary["patching"][emo] = steering.run_patching(
+                st.models[label],
+                inputs["neutral"],
+                source[: len(inputs["neutral"])],
+                cfg.steering,
+                pdir,
+                source_label=emo,
+                vectors=vecs,
+            )
+        artifacts.write_json(stage.path("summary.json"), summary)
+        stage.finish(_listing_tree(stage))
+    return stage.output_hash()
 
 
 def _listing_tree(stage) -> dict[str, str]:
@@ -411,78 +415,86 @@ def _jsonable(obj):
         return str(type(obj).__name__)
 
 
-def _phase_heads(st: Study, vec_hashes: dict[str, str]) -> dict[str, str]:
+def _heads_one(st: Study, label: str, h: str) -> str:
     from jaxcirc import circuits, head_generation, heads, neurons
 
     cfg = st.cfg
-    hashes = {}
-    for label, h in vec_hashes.items():
-        stage = st.run.stage(
-            f"heads/{_slug(label)}",
-            st.key(
-                "heads",
-                vectors=h,
-                model=_ident(st, label),
-                extras={k: cfg[k].to_dict() for k in cfg if k.startswith("heads_")},
-            ),
-        )
-        if not stage.done:
-            log(f"heads: {label}")
-            prompts = _records(st, "prompts")
-            emotional = {
-                emo: _texts([r for r in prompts if r.emotion == emo])
-                for emo in ("gratitude", "anger", "apology")
-            }
-            neutral = _texts([r for r in prompts if r.emotion == "neutral"])
-            vecs = _vectors(st, label, cfg.heads.vector_method, cfg.heads.vector_centre)
-            res = heads.run_heads(st.models[label], emotional, neutral, vecs, cfg.heads, stage.dir)
-            summary = {
-                "top": res.top,
-                "correlations": res.correlations,
-                "files": {k: str(v) for k, v in res.files.items()},
-            }
-            m = st.models[label]
-            extra = _heads_extras(cfg, m.config.n_layers)
-            if "circuits" in extra:
-                summary["circuits"] = _jsonable(
-                    circuits.run_circuits(
-                        m,
-                        emotional,
-                        neutral,
-                        vecs,
-                        extra["circuits"],
-                        stage.dir / "circuits",
-                        screen_rows=res.rows,
-                        word_ids=res.word_ids,
-                    )
+    stage = st.run.stage(
+        f"heads/{_slug(label)}",
+        st.key(
+            "heads",
+            vectors=h,
+            model=_ident(st, label),
+            extras={k: cfg[k].to_dict() for k in cfg if k.startswith("heads_")},
+        ),
+    )
+    if not stage.done:
+        log(f"heads: {label}")
+        prompts = _records(st, "prompts")
+        emotional = {
+            emo: _texts([r for r in prompts if r.emotion == emo])
+            for emo in ("gratitude", "anger", "apology")
+        }
+        neutral = _texts([r for r in prompts if r.emotion == "neutral"])
+        vecs = _vectors(st, label, cfg.heads.vector_method, cfg.heads.vector_centre)
+        # Every score row says which vectors its projection measure used.
+        named = {
+            "vector_label": f"{cfg.heads.vector_method} emotion vectors, centre="
+            f"{cfg.heads.vector_centre}",
+            "model_label": label,
+        }
+        hcfg = ml_collections.ConfigDict({**cfg.heads.to_dict(), **named})
+        res = heads.run_heads(st.models[label], emotional, neutral, vecs, hcfg, stage.dir)
+        summary = {
+            "top": res.top,
+            "correlations": res.correlations,
+            "files": {k: str(v) for k, v in res.files.items()},
+        }
+        m = st.models[label]
+        extra = _heads_extras(cfg, m.config.n_layers)
+        for sub in extra.values():
+            for k, v in named.items():
+                if k in sub:
+                    sub[k] = v
+        if "circuits" in extra:
+            summary["circuits"] = _jsonable(
+                circuits.run_circuits(
+                    m,
+                    emotional,
+                    neutral,
+                    vecs,
+                    extra["circuits"],
+                    stage.dir / "circuits",
+                    screen_rows=res.rows,
+                    word_ids=res.word_ids,
                 )
-            if "neurons" in extra:
-                summary["neurons"] = _jsonable(
-                    neurons.run_neurons(
-                        m,
-                        emotional,
-                        neutral,
-                        vecs,
-                        extra["neurons"],
-                        stage.dir / "neurons",
-                        word_ids=res.word_ids,
-                    )
+            )
+        if "neurons" in extra:
+            summary["neurons"] = _jsonable(
+                neurons.run_neurons(
+                    m,
+                    emotional,
+                    neutral,
+                    vecs,
+                    extra["neurons"],
+                    stage.dir / "neurons",
+                    word_ids=res.word_ids,
                 )
-            if "generation" in extra:
-                summary["generation"] = _jsonable(
-                    head_generation.run_head_generation(
-                        m,
-                        emotional,
-                        neutral,
-                        extra["generation"],
-                        stage.dir / "generation",
-                        screen_rows=res.rows,
-                    )
+            )
+        if "generation" in extra:
+            summary["generation"] = _jsonable(
+                head_generation.run_head_generation(
+                    m,
+                    emotional,
+                    neutral,
+                    extra["generation"],
+                    stage.dir / "generation",
+                    screen_rows=res.rows,
                 )
-            artifacts.write_json(stage.path("summary.json"), summary)
-            stage.finish(_listing_tree(stage))
-        hashes[label] = stage.output_hash()
-    return hashes
+            )
+        artifacts.write_json(stage.path("summary.json"), summary)
+        stage.finish(_listing_tree(stage))
+    return stage.output_hash()
 
 
 def _phase_cross_model(st: Study, align_hash: str | None, vec_hashes: dict[str, str]) -> str | None:
@@ -523,6 +535,24 @@ def _phase_report(st: Study, upstream: dict) -> Path:
     return st.run.root / "report.md"
 
 
+def _run_tasks(tasks: dict, workers: int, st: Study) -> dict:
+    """{key: fn()} for every task, in submission order with one worker, else in a pool of
+    `workers` threads. Threads pay on 2 cores because a phase of a small model leaves a core
+    idle much of the time (compiling, Python scoring and plotting; XLA releases the GIL), and
+    each task writes only its own stage directory. Every task's numbers are what it computes
+    alone: its inputs and seeds do not depend on what runs beside it. The first error stops
+    the tasks not yet started and is raised."""
+    if workers <= 1 or len(tasks) <= 1:
+        return {k: fn() for k, fn in tasks.items()}
+    st.models  # noqa: B018 - load (or train) once, before any thread needs them
+    ex = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="jaxcirc")
+    futures = {k: ex.submit(fn) for k, fn in tasks.items()}
+    try:
+        return {k: f.result() for k, f in futures.items()}
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
 def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
     """Run the configured phases (and what they need) into `workdir`; returns the report path."""
     validate_config(cfg)
@@ -544,12 +574,23 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
     upstream = {"dataset": ds, "extract": acts, "vectors": vecs}
     if wanted & {"alignment", "cross_model", "report"} and "alignment" in cfg.phases:
         upstream["alignment"] = _phase_alignment(st, acts)
-    if "steering" in wanted and "steering" in cfg.phases:
-        upstream["steering"] = _phase_steering(st, vecs)
-    if "heads" in wanted and "heads" in cfg.phases:
-        upstream["heads"] = _phase_heads(st, vecs)
+    # Steering and heads of each model and the cross-model phase need only the vectors and the
+    # alignment: independent tasks, run in `cfg.workers` threads (see `_run_tasks`).
+    tasks = {}
+    for phase, one in (("steering", _steering_one), ("heads", _heads_one)):
+        if phase in wanted and phase in cfg.phases:
+            for label, h in vecs.items():
+                tasks[(phase, label)] = functools.partial(one, st, label, h)
     if "cross_model" in wanted and "cross_model" in cfg.phases:
-        upstream["cross_model"] = _phase_cross_model(st, upstream.get("alignment"), vecs)
+        tasks[("cross_model", "")] = functools.partial(
+            _phase_cross_model, st, upstream.get("alignment"), vecs
+        )
+    done = _run_tasks(tasks, int(cfg.get("workers", 1)), st)
+    for phase in ("steering", "heads"):
+        if any(p == phase for p, _ in done):
+            upstream[phase] = {label: done[(phase, label)] for label in vecs}
+    if ("cross_model", "") in done:
+        upstream["cross_model"] = done[("cross_model", "")]
     report_path = None
     if "report" in wanted:
         report_path = _phase_report(st, upstream)

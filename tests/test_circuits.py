@@ -59,6 +59,49 @@ def test_greedy_finds_the_planted_pair_and_its_joint_effect_is_exact():
     assert best[2][1].mean() - joint < 0.1 * joint
 
 
+def _single_effect(model, toks, readout, z_ref, head):
+    cfg = model.config
+    scales = np.ones((1, cfg.n_layers, cfg.n_heads), np.float32)
+    scales[0, head[0], head[1]] = 0.0
+    edited, clean = circuits.set_effects(
+        cfg,
+        model.params,
+        jnp.asarray(toks.ids),
+        jnp.asarray(toks.mask),
+        jnp.asarray(scales),
+        z_ref,
+        readout,
+        0,
+        "projection",
+    )
+    return np.asarray(clean - edited[0])
+
+
+def test_singles_belong_to_their_heads_whatever_the_candidate_order():
+    """Candidates come ranked by score, not by layer; the sweep returns rows layer-major. Each
+    single effect must be its own head's (a plain forward with that head removed), also when
+    the sweep covers a superset of the candidates (shared by several searches)."""
+    model, _, emo, _, readout, _ = _setup()
+    cfg = model.config
+    toks = model.tokenize(emo["gratitude"], prepend_bos=False)
+    z_ref = jnp.zeros((cfg.n_layers, cfg.n_heads, cfg.d_head))
+    ranked = [(1, 2), (0, 3), (1, 0), (0, 1)]  # not layer-major
+    swept = [(a, b) for a in range(cfg.n_layers) for b in range(cfg.n_heads)][::-1]
+    for sweep in (None, swept):
+        _, singles = circuits.beam_search(
+            cfg, model.params, toks.ids, toks.mask, readout, 0, "projection", z_ref, ranked, 1,
+            swept=sweep,
+        )  # fmt: skip
+        for h in ranked:
+            want = _single_effect(model, toks, readout, z_ref, h)
+            np.testing.assert_allclose(singles[h], want, atol=1e-5, err_msg=str(h))
+    with pytest.raises(ValueError, match="swept"):
+        circuits.beam_search(
+            cfg, model.params, toks.ids, toks.mask, readout, 0, "projection", z_ref, ranked, 1,
+            swept=[(0, 1)],
+        )  # fmt: skip
+
+
 def test_beam_search_rejects_bad_arguments():
     model, _, emo, _, readout, _ = _setup()
     cfg = model.config

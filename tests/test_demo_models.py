@@ -289,3 +289,22 @@ def test_bad_inputs_raise():
         dm.TrainConfig(steps=0)
     with pytest.raises(ValueError, match="n_ctx"):
         dm.train_standin("gpt2", None, ["a"], ["b"], dm.TrainConfig(seq_len=256))
+
+
+def test_training_in_threads_gives_the_same_models(tmp_path):
+    """workers=2 trains two families at once; each comes out as trained alone."""
+    short = dm.TrainConfig(steps=3, batch=16, seq_len=64, lr=5e-3, warmup=1)
+    fams = ("gpt2", "gpt_neox")
+    one, m1 = dm.load_or_train(tmp_path / "one", fams, short, **TINY_ARGS, workers=1)
+    two, m2 = dm.load_or_train(tmp_path / "two", fams, short, **TINY_ARGS, workers=2)
+    assert list(one) == list(two)
+    for label in one:
+        assert m1[label].held_out_loss == m2[label].held_out_loss
+        for a, b in zip(
+            jax.tree_util.tree_leaves(one[label].params),
+            jax.tree_util.tree_leaves(two[label].params),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="workers"):
+        dm.load_or_train(tmp_path / "bad", fams, short, **TINY_ARGS, workers=0)

@@ -110,6 +110,19 @@ def test_strategies_agree():
     assert np.abs(out["fold"][0] - out["fold"][1]).max() > 1e-4
 
 
+def test_sweep_rows_follow_the_order_asked_for():
+    """heads given out of layer order (e.g. ranked by score) come back in that order."""
+    m = models.random_model(three_layer_config("gpt2"), seed=2)
+    cfg = m.config
+    ids, mask = _ragged_batch(2)
+    z_ref = jnp.zeros((1, cfg.n_layers, cfg.n_heads, cfg.d_head))
+    every, _ = heads.head_sweep(cfg, m.params, ids, mask, z_ref)  # layer-major
+    picks = ((2, 1), (0, 3), (1, 2), (0, 0))
+    some, _ = heads.head_sweep(cfg, m.params, ids, mask, z_ref, None, picks)
+    rows = [layer * cfg.n_heads + h for layer, h in picks]
+    np.testing.assert_allclose(np.asarray(some), np.asarray(every)[rows], atol=ATOL, rtol=0)
+
+
 def test_base_edits_hold_in_every_rerun():
     """Removing head B on top of base edits that remove head A equals removing both at once."""
     m = models.random_model(three_layer_config("gpt2"), seed=3)

@@ -60,6 +60,10 @@ def test_every_phase_writes_its_artifacts(smoke):
         h = work / "heads" / slug
         assert (h / "top_k.json").is_file() and (h / "rank_correlation.csv").is_file()
         assert list(h.glob("*.png"))
+        # Projection scores name the vectors they project on (the config's method and centre).
+        scores = (h / "scores_exact.csv").read_text()
+        assert "sentence_end emotion vectors, centre=neutral" in scores
+        assert "unspecified" not in scores
     assert (work / "alignment" / "alignment.csv").is_file()
     assert list((work / "alignment").glob("overlap__*.png"))
     cm = json.loads((work / "cross_model" / "summary.json").read_text())
@@ -149,6 +153,59 @@ def test_crash_mid_phase_resumes_without_recomputing(smoke, tmp_path, monkeypatc
     assert rows[0].startswith("pair") or "," in rows[0]
     assert len(rows) > 3 and "half a fi" not in rows[0]
     assert (run / "alignment" / ".stamp.json").is_file()
+
+
+def test_tasks_in_threads_match_one_after_another(smoke, tmp_path):
+    """The smoke run steers in worker threads (the demo config); redoing one model's steering
+    alone, in the main thread, gives the same generations and measures."""
+    import shutil
+
+    import numpy as np
+
+    from configs import demo
+    from jaxcirc import artifacts, study
+
+    work, cache, _ = smoke
+    cfg = demo.get_config("smoke")
+    assert cfg.workers == 2
+    cfg.models.cache_dir = str(cache)
+    cfg.workers = 1
+    run = tmp_path / "run"
+    shutil.copytree(work, run)
+    slug = SLUGS[0]
+    shutil.rmtree(run / "steering" / slug)
+    study.run_study(cfg, str(run), phases=["steering"])
+    for part in ("neutral", "realworld"):
+        threaded = artifacts.read_npz(work / "steering" / slug / part / "sweep.npz")
+        alone = artifacts.read_npz(run / "steering" / slug / part / "sweep.npz")
+        assert threaded.keys() == alone.keys()
+        for k in threaded:
+            np.testing.assert_array_equal(alone[k], threaded[k], err_msg=f"{part}/{k}")
+
+
+def test_run_tasks_keeps_keys_and_raises_the_first_error():
+    from jaxcirc import study
+
+    class _St:
+        models = {}
+
+    out = study._run_tasks({("a", ""): lambda: 1, ("b", "x"): lambda: 2}, 2, _St())
+    assert out == {("a", ""): 1, ("b", "x"): 2}
+    started = []
+
+    def boom():
+        raise ValueError("task failed")
+
+    def later():
+        started.append(1)
+        return 3
+
+    tasks = {"boom": boom, **{f"t{i}": later for i in range(50)}}
+    with pytest.raises(ValueError, match="task failed"):
+        study._run_tasks(tasks, 1, _St())
+    assert not started  # one worker: nothing after the failed task runs
+    with pytest.raises(ValueError, match="task failed"):
+        study._run_tasks(tasks, 2, _St())
 
 
 # ---------------------------------------------------------------------------------------------
