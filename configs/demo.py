@@ -35,7 +35,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.models.train[k] = v
     c.models.shape = ml_collections.ConfigDict(dataclasses.asdict(demo_models.StandinShape()))
 
-    # Sized toward a first run (training included) under 15 minutes on 2 cores (measured 16-17
+    # Sized toward a first run (training included) under 15 minutes on 2 cores (measured 15-16
     # minutes, a third of it compiling; see benchmarks/RESULTS.md): alphas
     # without +-1 (the weakest cells), 50 of the 70 neutral prompts steered (24 in cross-model
     # patching), 1000 bootstrap resamples, circuits searched over the 12 best of the stand-ins'
