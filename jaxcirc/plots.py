@@ -307,9 +307,7 @@ def line_panels(
     top = 0.45 + 0.2 * len(title.splitlines())  # inches above the first row of panels
     h = 2.4 * nrows + 1.0 + top
     fig = Figure(figsize=(w, h))
-    fig.subplots_adjust(
-        left=0.75 / w, right=1 - 0.15 / w, bottom=1.0 / h, top=1 - top / h, hspace=0.5, wspace=0.35
-    )
+    _place(fig, w, h, 0.75, 0.15, 1.0, top, hspace=0.5, wspace=0.35)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     handles = {}
     for r in range(nrows):

@@ -835,7 +835,7 @@ def _settings(cfg, eos_id) -> EngineSettings:
         seed=int(cfg.sample_seed),
         batch_rows=int(cfg.batch_rows),
         prefill_rows=int(cfg.prefill_rows),
-        window_step=int(cfg.get("window_step", 4)),
+        window_step=int(cfg.window_step),
         eos_id=eos_id,
     )
 

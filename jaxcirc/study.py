@@ -444,13 +444,13 @@ def _heads_one(st: Study, label: str, h: str) -> str:
             "model_label": label,
         }
         hcfg = ml_collections.ConfigDict({**cfg.heads.to_dict(), **named})
-        res = heads.run_heads(st.models[label], emotional, neutral, vecs, hcfg, stage.dir)
+        m = st.models[label]
+        res = heads.run_heads(m, emotional, neutral, vecs, hcfg, stage.dir)
         summary = {
             "top": res.top,
             "correlations": res.correlations,
             "files": {k: str(v) for k, v in res.files.items()},
         }
-        m = st.models[label]
         extra = _heads_extras(cfg, m.config.n_layers)
         for sub in extra.values():
             for k, v in named.items():

@@ -24,20 +24,11 @@ def _setup():
     return model, vectors, emo, neutral, readout, wids
 
 
-def test_greedy_finds_the_planted_pair_and_its_joint_effect_is_exact():
-    model, _, emo, neutral, readout, _ = _setup()
+def _set_effect(model, toks, readout, z_ref, head_set):
+    """clean - edited m_e per prompt with every head of `head_set` removed: a plain forward."""
     cfg = model.config
-    toks = model.tokenize(emo["gratitude"], prepend_bos=False)
-    z_ref = jnp.zeros((cfg.n_layers, cfg.n_heads, cfg.d_head))
-    all_heads = [(a, b) for a in range(cfg.n_layers) for b in range(cfg.n_heads)]
-    best, singles = circuits.beam_search(
-        cfg, model.params, toks.ids, toks.mask, readout, 0, "projection", z_ref, all_heads, 3
-    )
-    assert set(best[0][0]) <= set(PLANTED)
-    assert set(best[1][0]) == set(PLANTED)
-    # The sweep's joint effect of the pair equals a plain forward with both heads ablated.
     scales = np.ones((1, cfg.n_layers, cfg.n_heads), np.float32)
-    for a, b in best[1][0]:
+    for a, b in head_set:
         scales[0, a, b] = 0.0
     edited, clean = circuits.set_effects(
         cfg,
@@ -50,31 +41,29 @@ def test_greedy_finds_the_planted_pair_and_its_joint_effect_is_exact():
         0,
         "projection",
     )
-    np.testing.assert_allclose(best[1][1], np.asarray(clean - edited[0]), atol=1e-5)
+    return np.asarray(clean - edited[0])
+
+
+def test_greedy_finds_the_planted_pair_and_its_joint_effect_is_exact():
+    model, _, emo, neutral, readout, _ = _setup()
+    cfg = model.config
+    toks = model.tokenize(emo["gratitude"], prepend_bos=False)
+    z_ref = jnp.zeros((cfg.n_layers, cfg.n_heads, cfg.d_head))
+    all_heads = [(a, b) for a in range(cfg.n_layers) for b in range(cfg.n_heads)]
+    best, singles = circuits.beam_search(
+        cfg, model.params, toks.ids, toks.mask, readout, 0, "projection", z_ref, all_heads, 3
+    )
+    assert set(best[0][0]) <= set(PLANTED)
+    assert set(best[1][0]) == set(PLANTED)
+    # The sweep's joint effect of the pair equals a plain forward with both heads ablated.
+    want = _set_effect(model, toks, readout, z_ref, best[1][0])
+    np.testing.assert_allclose(best[1][1], want, atol=1e-5)
     # The planted heads write independently: joint ~ sum of their single effects.
     joint = best[1][1].mean()
     total = sum(singles[h].mean() for h in PLANTED)
     assert joint > 0.1 and abs(joint - total) < 0.1 * joint
     # A third head adds little next to the pair.
     assert best[2][1].mean() - joint < 0.1 * joint
-
-
-def _single_effect(model, toks, readout, z_ref, head):
-    cfg = model.config
-    scales = np.ones((1, cfg.n_layers, cfg.n_heads), np.float32)
-    scales[0, head[0], head[1]] = 0.0
-    edited, clean = circuits.set_effects(
-        cfg,
-        model.params,
-        jnp.asarray(toks.ids),
-        jnp.asarray(toks.mask),
-        jnp.asarray(scales),
-        z_ref,
-        readout,
-        0,
-        "projection",
-    )
-    return np.asarray(clean - edited[0])
 
 
 def test_singles_belong_to_their_heads_whatever_the_candidate_order():
@@ -93,7 +82,7 @@ def test_singles_belong_to_their_heads_whatever_the_candidate_order():
             swept=sweep,
         )  # fmt: skip
         for h in ranked:
-            want = _single_effect(model, toks, readout, z_ref, h)
+            want = _set_effect(model, toks, readout, z_ref, [h])
             np.testing.assert_allclose(singles[h], want, atol=1e-5, err_msg=str(h))
     with pytest.raises(ValueError, match="swept"):
         circuits.beam_search(
