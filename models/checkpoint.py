@@ -9,6 +9,7 @@ unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -157,11 +158,34 @@ def read_weights(folder: Path) -> dict[str, np.ndarray]:
 
 
 def fingerprint(folder: Path) -> dict:
-    """What identifies a checkpoint's weights: file names, sizes and modification times (and the
-    snapshot folder, which for the HF cache is the commit hash)."""
+    """What identifies a checkpoint's weights: file names, sizes, modification times in ns, and a
+    digest of sampled content (plus the snapshot folder, which for the HF cache is the commit).
+
+    Sizes and times alone are not enough: a checkpoint saved again within the clock's granularity
+    (same second on some filesystems) with the same shapes has the same size and time, and would
+    silently reuse the old weights' cache entry. The sampled digest reads ~1 MiB per file.
+    """
     _, files = weight_files(folder)
     return {
         "folder": str(folder.resolve()),
         "config": (folder / "config.json").read_text(),
-        "files": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files],
+        "files": [
+            (f.name, f.stat().st_size, f.stat().st_mtime_ns, _sampled_digest(f)) for f in files
+        ],
     }
+
+
+def _sampled_digest(path: Path, n_chunks: int = 16, chunk: int = 1 << 16) -> str:
+    """sha256 of the file's header, n_chunks evenly spaced chunks and its tail: any retrained or
+    re-initialised weights change it, at the cost of reading ~1 MiB however large the file."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        if size <= (n_chunks + 2) * chunk:
+            digest.update(fh.read())
+        else:
+            offsets = [0] + [size * i // (n_chunks + 1) for i in range(1, n_chunks + 1)]
+            for off in offsets + [size - chunk]:
+                fh.seek(off)
+                digest.update(fh.read(chunk))
+    return digest.hexdigest()

@@ -1,7 +1,7 @@
 """Converted parameters cached on disk with orbax-checkpoint, keyed by what they came from.
 
 The key hashes the checkpoint's fingerprint (folder, config.json text, weight file names, sizes,
-mtimes) and the converter version, so a different checkpoint, revision or converter never reuses a
+mtimes, a digest of sampled content) and the converter version, so a different checkpoint, revision or converter never reuses a
 stale entry. Orbax writes to a temporary folder and commits atomically; a cache entry that fails to
 restore is deleted and rebuilt.
 """

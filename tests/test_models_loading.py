@@ -4,6 +4,7 @@ and one-line errors."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -185,7 +186,13 @@ def test_param_cache_reused_and_keyed(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("JAXCIRC_CACHE", str(tmp_path / "jaxcirc_cache"))
     hf2 = ref.hf_model(models.tiny_hf_config("gpt2"), seed=99)
+    weights = folder / "model.safetensors"
+    before = weights.stat()
     hf2.save_pretrained(folder)
+    # Same size and, as on a filesystem with a coarse clock, the same modification time: only the
+    # content tells the two checkpoints apart.
+    assert weights.stat().st_size == before.st_size
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
     third = models.load(str(folder))
     assert third.cache_key != first.cache_key
     _check_same(hf2, third)
