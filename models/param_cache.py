@@ -1,9 +1,9 @@
 """Converted parameters cached on disk with orbax-checkpoint, keyed by what they came from.
 
 The key hashes the checkpoint's fingerprint (folder, config.json text, weight file names, sizes,
-mtimes, a digest of sampled content) and the converter version, so a different checkpoint, revision or converter never reuses a
-stale entry. Orbax writes to a temporary folder and commits atomically; a cache entry that fails to
-restore is deleted and rebuilt.
+nanosecond mtimes and a digest of sampled content) and the converter version, so a different
+checkpoint, revision or converter never reuses a stale entry. Orbax writes to a temporary folder
+and commits atomically; a cache entry that fails to restore is deleted and rebuilt.
 """
 
 from __future__ import annotations
