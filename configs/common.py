@@ -21,8 +21,9 @@ def base_config() -> ml_collections.ConfigDict:
         "cross_model",
         "report",
     ]
-    # Threads for the per-model steering and heads phases and the cross-model phase (independent
-    # once the vectors exist; results do not depend on it). 1 = one after another.
+    # Threads for the per-model phases (vectors, steering, heads), the alignment and the
+    # cross-model phase, which are independent once their inputs exist; above 1, the demo's
+    # stand-ins also train all at once. Results do not depend on it. 1 = one after another.
     c.workers = 1
     # Prepend the tokenizer's BOS token to every text? Recorded with every tokenisation.
     c.prepend_bos = False

@@ -35,13 +35,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.models.train[k] = v
     c.models.shape = ml_collections.ConfigDict(dataclasses.asdict(demo_models.StandinShape()))
 
-    # Sized toward a first run (training included) under 15 minutes on 2 cores (measured 15-16
+    # Sized toward a first run (training included) under 15 minutes on 2 cores (measured 13.5
     # minutes, a third of it compiling; see benchmarks/RESULTS.md): alphas
     # without +-1 (the weakest cells), 50 of the 70 neutral prompts steered (24 in cross-model
     # patching), 1000 bootstrap resamples, circuits searched over the 12 best of the stand-ins'
     # 16 heads up to sets of 3, 12-token continuations under head edits, 50 shuffled pairings
     # per alignment null. configs/paper.py keeps the study's full sizes.
-    # Two phases at a time: a small model's phase leaves a core idle much of the time.
+    # Two phases at a time: a small model's phase leaves a core idle much of the time (the
+    # stand-ins then train all three at once).
     c.workers = 2
     c.steering.alphas = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0)
     # The stand-ins' prompts are short: re-run every prompt over the full width (one compile per

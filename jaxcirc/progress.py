@@ -3,20 +3,42 @@
     for batch in progress(batches, total=len(batches), desc="extract gpt2"):
         ...
 
-prints lines like `extract gpt2: 120/840 (60.0/s, eta 12s)`. With `JAXCIRC_QUIET=1` in the
+prints lines like `extract gpt2: 120/840 (60.0/s, eta 12s)`. Inside `with labelled("gpt2-standin"):`
+the lines of that thread start with the label (`gpt2-standin steering: 12/44 ...`), so loops
+running in several threads say whose they are. With `JAXCIRC_QUIET=1` in the
 environment it prints nothing. A loop that finishes in under `min_interval` prints nothing at
 all; a longer one ends with one summary line (`extract gpt2: 840/840 (58.9/s, 14s total)`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO, TypeVar
 
 T = TypeVar("T")
+
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def labelled(label: str):
+    """Prefix the progress lines of this thread with `label` (e.g. the model's name) while inside;
+    nested labels join with a space."""
+    outer = getattr(_LOCAL, "label", "")
+    _LOCAL.label = f"{outer} {label}".strip() if label else outer
+    try:
+        yield
+    finally:
+        _LOCAL.label = outer
+
+
+def current_label() -> str:
+    return getattr(_LOCAL, "label", "")
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -62,6 +84,10 @@ def progress(
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
     quiet = os.environ.get("JAXCIRC_QUIET", "") == "1"
+
+    # Read once, in the thread that runs the loop: a generator resumes in its consumer's thread.
+    label = current_label()
+    desc = f"{label} {desc}".strip() if label else desc
 
     def emit(line: str) -> None:
         if not quiet:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ml_collections
 
-from jaxcirc import artifacts, dataset
+from jaxcirc import artifacts, dataset, progress
 
 PHASES = (
     "dataset",
@@ -121,7 +121,9 @@ def _load_models(cfg):
             n_lines=mc.corpus_lines,
             seed=mc.seed,
             shape=_standin_shape(mc),
-            workers=int(cfg.get("workers", 1)),
+            # With threads at all, every stand-in trains at once: three models in three
+            # threads took 8-13% less wall time than two and then one (benchmarks/RESULTS.md).
+            workers=len(mc.families) if int(cfg.get("workers", 1)) > 1 else 1,
         )
         notes = {label: "trained stand-in; " + m.summary() for label, m in metrics.items()}
         return loaded, notes
@@ -282,19 +284,16 @@ def _load_acts(st: Study, label: str):
     return extract.Activations.load(st.run.root / "extract" / _slug(label) / "activations.npz")
 
 
-def _phase_vectors(st: Study, acts_hashes: dict[str, str]) -> dict[str, str]:
+def _vectors_one(st: Study, label: str, h: str) -> str:
     from jaxcirc import phase_vectors
 
-    hashes = {}
-    for label, h in acts_hashes.items():
-        stage = st.run.stage(f"vectors/{_slug(label)}", st.key("vectors", acts=h))
-        if not stage.done:
-            log(f"vectors: {label}")
-            summary = phase_vectors.run_vectors(_load_acts(st, label), st.cfg.vectors, stage.dir)
-            artifacts.write_json(stage.path("summary.json"), summary)
-            stage.finish(_listing(stage))
-        hashes[label] = stage.output_hash()
-    return hashes
+    stage = st.run.stage(f"vectors/{_slug(label)}", st.key("vectors", acts=h))
+    if not stage.done:
+        log(f"vectors: {label}")
+        summary = phase_vectors.run_vectors(_load_acts(st, label), st.cfg.vectors, stage.dir)
+        artifacts.write_json(stage.path("summary.json"), summary)
+        stage.finish(_listing(stage))
+    return stage.output_hash()
 
 
 def _phase_alignment(st: Study, acts_hashes: dict[str, str]) -> str | None:
@@ -542,6 +541,9 @@ def _run_tasks(tasks: dict, workers: int, st: Study) -> dict:
     each task writes only its own stage directory. Every task's numbers are what it computes
     alone: its inputs and seeds do not depend on what runs beside it. The first error stops
     the tasks not yet started and is raised."""
+    # Progress lines name the model whose task prints them: with threads, two models' bars
+    # would otherwise interleave under the same description.
+    tasks = {k: functools.partial(_labelled, k, fn) for k, fn in tasks.items()}
     if workers <= 1 or len(tasks) <= 1:
         return {k: fn() for k, fn in tasks.items()}
     st.models  # noqa: B018 - load (or train) once, before any thread needs them
@@ -551,6 +553,13 @@ def _run_tasks(tasks: dict, workers: int, st: Study) -> dict:
         return {k: f.result() for k, f in futures.items()}
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _labelled(key, fn):
+    label = key[1] if isinstance(key, tuple) and len(key) > 1 and key[1] else ""
+    label = label.split(" (", 1)[0]  # the model's name, without its description
+    with progress.labelled(label):
+        return fn()
 
 
 def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
@@ -566,14 +575,19 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
         st.models  # noqa: B018 - fail at once on missing weights, before any work
     ds = _phase_dataset(st)
     acts = _phase_extract(st, ds) if wanted - {"dataset"} else {}
-    vecs = (
-        _phase_vectors(st, acts)
-        if wanted & {"vectors", "steering", "heads", "cross_model", "report"}
-        else {}
-    )
-    upstream = {"dataset": ds, "extract": acts, "vectors": vecs}
+    workers = int(cfg.get("workers", 1))
+    # Each model's vectors and the alignment read only the activations: independent tasks.
+    tasks = {}
+    if wanted & {"vectors", "steering", "heads", "cross_model", "report"}:
+        for label, h in acts.items():
+            tasks[("vectors", label)] = functools.partial(_vectors_one, st, label, h)
     if wanted & {"alignment", "cross_model", "report"} and "alignment" in cfg.phases:
-        upstream["alignment"] = _phase_alignment(st, acts)
+        tasks[("alignment", "")] = functools.partial(_phase_alignment, st, acts)
+    done = _run_tasks(tasks, workers, st)
+    vecs = {label: done[("vectors", label)] for label in acts if ("vectors", label) in done}
+    upstream = {"dataset": ds, "extract": acts, "vectors": vecs}
+    if ("alignment", "") in done:
+        upstream["alignment"] = done[("alignment", "")]
     # Steering and heads of each model and the cross-model phase need only the vectors and the
     # alignment: independent tasks, run in `cfg.workers` threads (see `_run_tasks`).
     tasks = {}
@@ -585,7 +599,7 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
         tasks[("cross_model", "")] = functools.partial(
             _phase_cross_model, st, upstream.get("alignment"), vecs
         )
-    done = _run_tasks(tasks, int(cfg.get("workers", 1)), st)
+    done = _run_tasks(tasks, workers, st)
     for phase in ("steering", "heads"):
         if any(p == phase for p, _ in done):
             upstream[phase] = {label: done[(phase, label)] for label in vecs}

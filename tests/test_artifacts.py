@@ -283,6 +283,38 @@ def test_progress_fast_loop_silent_unknown_total_and_quiet(monkeypatch):
     assert quiet.getvalue() == ""
 
 
+def test_progress_lines_carry_their_threads_label(monkeypatch):
+    """Two models' loops in two threads: each line names its own model, none the other's."""
+    import threading
+
+    monkeypatch.delenv("JAXCIRC_QUIET", raising=False)
+    out = io.StringIO()
+
+    def run(label):
+        clock = _FakeClock()
+        with progress.labelled(label):
+            for _ in progress.progress(range(3), desc="steering", stream=out, clock=clock):
+                clock.t += 1.0
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in ("gpt2-standin", "pythia")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = out.getvalue().splitlines()
+    assert sorted(lines) == sorted(
+        [
+            f"{m} steering: {i}/3 (1.0/s, eta {3 - i}s)"
+            for m in ("gpt2-standin", "pythia")
+            for i in (1, 2, 3)
+        ]
+        + [f"{m} steering: 3/3 (1.0/s, 3s total)" for m in ("gpt2-standin", "pythia")]
+    )
+    assert progress.current_label() == ""  # the label ends with its block
+    with progress.labelled("a"), progress.labelled("b"):
+        assert progress.current_label() == "a b"
+
+
 def test_format_line_durations():
     assert progress.format_line("p", 30, 7230, 1.0) == "p: 30/7230 (30.0/s, eta 4m00s)"
     assert progress.format_line("p", 1, 7201, 1.0) == "p: 1/7201 (1.0/s, eta 2h00m)"
