@@ -28,6 +28,49 @@ def _steer_table(s: dict) -> list[str]:
     return lines
 
 
+def beyond_random(s: dict) -> list[str]:
+    """The (direction, measure) pairs of a steering summary whose best-layer CI lies entirely
+    outside the random directions' band, as "direction / measure (layer L: value [lo, hi] vs
+    band [lo, hi])"."""
+    out = []
+    for direction in [e for e in EMOTIONS if e in (s.get("best_layer") or {})]:
+        for measure, b in s["best_layer"][direction].items():
+            lo, hi = b["ci"]
+            band_lo, band_hi = b["random_band"]
+            if lo > band_hi or hi < band_lo:
+                out.append(
+                    f"{direction} / {measure} (layer {b['layer']}: {_f(b['sensitivity'])} "
+                    f"[{_f(lo)}, {_f(hi)}] vs band [{_f(band_lo)}, {_f(band_hi)}])"
+                )
+    return out
+
+
+def _steer_verdict(s: dict) -> list[str]:
+    """Which measures beat the control, text and model-internal apart, and how many
+    continuations had no text to score."""
+    found = beyond_random(s)
+    internal = ("logit_diff_", "proj_")
+    text = [f for f in found if not f.split(" / ")[1].startswith(internal)]
+    inner = [f for f in found if f.split(" / ")[1].startswith(internal)]
+    n_inner = sum(m.startswith(internal) for v in (s.get("best_layer") or {}).values() for m in v)
+    lines = [
+        "Beyond the random band (best-layer CI entirely outside it): text measures: "
+        + ("; ".join(text) if text else "none")
+        + f". Model-internal measures (logit differences, projections): {len(inner)} of "
+        + f"{n_inner}.",
+    ]
+    empty = s.get("empty_continuations")
+    if empty and empty.get("unsteered") is not None:
+        steered = empty.get("steered")
+        lines.append(
+            f"Continuations that end at once (EOS first, nothing to score): unsteered "
+            f"{100 * empty['unsteered']:.0f}%"
+            + (f", steered {100 * steered:.0f}%" if steered is not None else "")
+            + "; text measures are 0 there whatever the direction."
+        )
+    return [" ".join(lines)]
+
+
 def section_steering(root: Path, labels: list[str]) -> list[str]:
     lines = [
         "## Phases 4-5: steering and activation patching",
@@ -56,6 +99,7 @@ def section_steering(root: Path, labels: list[str]) -> list[str]:
                 "",
             ]
             lines += _steer_table(s) + [""]
+            lines += _steer_verdict(s) + [""]
             lines += _imgs(root, base / part / "plots", limit=6) + [""]
         pdir = base / "patching"
         if pdir.is_dir():

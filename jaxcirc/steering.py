@@ -1007,6 +1007,14 @@ def run_steering(
         "logit_words": None if word_ids is None else {k: list(v) for k, v in word_ids.ids.items()},
         "logit_words_note": word_note,
         "rows_generated": sweep.rows_run,
+        # Text measures count words in what is generated: a continuation that ends at once
+        # (EOS first) scores 0 whatever the steering, so say how many there are.
+        "empty_continuations": {
+            "unsteered": float(np.mean(np.asarray(sweep.base.eos_at) == 0)),
+            "steered": float(np.mean(np.asarray(flat.eos_at) == 0)) if len(flat.eos_at) else None,
+            "definition": "share of continuations whose first generated token is EOS (no text "
+            "to score); steered = every cell with alpha != 0, emotion and random directions",
+        },
         "best_layer": best,
         "config": cfg.to_dict(),
         "files": {k: str(v) for k, v in files.items()},

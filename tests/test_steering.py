@@ -174,6 +174,12 @@ def test_planted_direction_steers_random_does_not(tmp_path):
     assert kw > 5 and kw_lo > 0  # hits per 10 words
     assert abs(get("kw_gratitude", 1, 8.0, "random_mean_of_4")[0]) < 1
     assert summary["best_layer"]["gratitude"]["logit_diff_gratitude"]["layer"] == 1
+    # The share of unsteered continuations with nothing to score: EOS as the first new token.
+    base = np.load(tmp_path / "sweep.npz")["base_tokens"]
+    eos = m.config.eos_token_id
+    expected = float(np.mean(base[:, 0] == eos)) if eos is not None else 0.0
+    assert summary["empty_continuations"]["unsteered"] == pytest.approx(expected)
+    assert 0.0 <= summary["empty_continuations"]["steered"] <= 1.0
     # Every number is labelled; the random rows say so.
     r0 = rows[0]
     for col in ("vector_method", "vector_centre", "layer", "alpha", "added_norm", "control"):

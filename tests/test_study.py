@@ -86,6 +86,10 @@ def test_report_has_every_section_and_its_images(smoke):
     ):
         assert heading in text, heading
     assert "STAND-INS" in text  # never mistaken for the study's checkpoints
+    # Every steering table says which measures clear the random band, and how many
+    # continuations had no text to score.
+    assert text.count("Beyond the random band") == 6  # 3 models x 2 prompt sets
+    assert text.count("Continuations that end at once") == 6
     assert "null" in text and "CI" in text
     images = [
         line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")
@@ -286,3 +290,42 @@ def test_unknown_phase(tmp_path):
         ["--config=configs/demo.py:smoke", f"--workdir={tmp_path / 'w'}", "--phases=vectorz"]
     )
     _one_line_exit_2(out, "vectorz")
+
+
+def test_steering_verdict_names_what_clears_the_random_band():
+    from jaxcirc import report_effects
+
+    def b(ci, band, layer=2):
+        return {
+            "layer": layer,
+            "sensitivity": sum(ci) / 2,
+            "ci": ci,
+            "random_band": band,
+            "p_vs_random": 0.1,
+        }
+
+    s = {
+        "best_layer": {
+            "anger": {
+                "kw_anger": b([0.1, 0.3], [-0.1, 0.05]),  # clears the band from above
+                "politeness": b([-0.5, -0.2], [-0.3, 0.3]),  # overlaps it
+                "logit_diff_anger": b([2.0, 3.0], [-1.0, 1.0]),
+            },
+            "gratitude": {
+                "sentiment": b([-0.9, -0.6], [-0.5, 0.5], layer=1),  # clears it from below
+                "proj_gratitude": b([0.0, 9.0], [-1.0, 1.0]),  # overlaps it
+            },
+        },
+        "empty_continuations": {"unsteered": 0.62, "steered": 0.5},
+    }
+    found = report_effects.beyond_random(s)
+    assert [f.split(" (")[0] for f in found] == [
+        "gratitude / sentiment",
+        "anger / kw_anger",
+        "anger / logit_diff_anger",
+    ]
+    (line,) = report_effects._steer_verdict(s)
+    assert "text measures: gratitude / sentiment (layer 1" in line
+    assert "; anger / kw_anger (layer 2" in line
+    assert "Model-internal measures (logit differences, projections): 1 of 2." in line
+    assert "unsteered 62%, steered 50%" in line
