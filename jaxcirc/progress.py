@@ -3,11 +3,12 @@
     for batch in progress(batches, total=len(batches), desc="extract gpt2"):
         ...
 
-prints lines like `extract gpt2: 120/840 (60.0/s, eta 12s)`. Inside `with labelled("gpt2-standin"):`
-the lines of that thread start with the label (`gpt2-standin steering: 12/44 ...`), so loops
-running in several threads say whose they are. With `JAXCIRC_QUIET=1` in the
-environment it prints nothing. A loop that finishes in under `min_interval` prints nothing at
-all; a longer one ends with one summary line (`extract gpt2: 840/840 (58.9/s, 14s total)`).
+prints lines like `extract gpt2: 120/840 (60.0/s, eta 12s)`. Inside
+`with labelled("gpt2-standin"):` the lines of that thread start with the label
+(`gpt2-standin steering: 12/44 ...`), so loops running in several threads say whose they are.
+With `JAXCIRC_QUIET=1` in the environment it prints nothing. A loop that finishes in under
+`min_interval` prints nothing at all; a longer one ends with one summary line
+(`extract gpt2: 840/840 (58.9/s, 14s total)`).
 """
 
 from __future__ import annotations

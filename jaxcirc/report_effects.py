@@ -48,6 +48,8 @@ def beyond_random(s: dict) -> list[str]:
 def _steer_verdict(s: dict) -> list[str]:
     """Which measures beat the control, text and model-internal apart, and how many
     continuations had no text to score."""
+    if not s.get("n_random_seeds"):
+        return ["No random directions in this run: no control to compare with."]
     found = beyond_random(s)
     internal = ("logit_diff_", "proj_")
     text = [f for f in found if not f.split(" / ")[1].startswith(internal)]

@@ -317,6 +317,7 @@ def test_steering_verdict_names_what_clears_the_random_band():
             },
         },
         "empty_continuations": {"unsteered": 0.62, "steered": 0.5},
+        "n_random_seeds": 10,
     }
     found = report_effects.beyond_random(s)
     assert [f.split(" (")[0] for f in found] == [
@@ -329,3 +330,6 @@ def test_steering_verdict_names_what_clears_the_random_band():
     assert "; anger / kw_anger (layer 2" in line
     assert "Model-internal measures (logit differences, projections): 1 of 2." in line
     assert "unsteered 62%, steered 50%" in line
+    # Without random directions there is no band to clear: said so, not "none".
+    (line,) = report_effects._steer_verdict({**s, "n_random_seeds": 0})
+    assert line.startswith("No random directions")
