@@ -128,7 +128,19 @@ def control_sets(cfg: ModelConfig, head_set: Sequence[Head], n: int, seed: int):
     ]
 
 
+def identity_edits(cfg: ModelConfig) -> Edits:
+    """Edits that change nothing (every head kept: z -> 1 * z + 0 * 0) with the pytree and
+    shapes of `set_edits`, so clean and edited runs share one compiled generation loop (one
+    compile instead of two per model) and the paired runs go through the same arithmetic."""
+    return Edits(
+        head_scale=jnp.ones((cfg.n_layers, cfg.n_heads), jnp.float32),
+        head_mean=jnp.zeros((cfg.n_layers, cfg.n_heads, cfg.d_head), jnp.float32),
+    )
+
+
 def _generate_scores(model, toks, edits, gcfg, scorer):
+    if edits is None:
+        edits = identity_edits(model.config)
     ids = generate_ids(
         model.config,
         model.params,

@@ -41,6 +41,27 @@ def test_generate_ids_equals_a_plain_loop():
             assert list(got[b]) == row[-4:]
 
 
+def test_clean_run_shares_the_edited_runs_compiled_loop():
+    """The unedited run goes through identity edits: the same tokens as no edits at all, and one
+    compile for clean and edited runs together (the demo generated with two per model)."""
+    from models import generate as gen_mod
+
+    model, _ = planted_model(gain=8.0)
+    cfg = model.config
+    emo, _ = planted_prompts(n=3)
+    toks = model.tokenize(emo["gratitude"], prepend_bos=False)
+    gcfg = hg.default_config()
+    gcfg.n_new = 7  # a length no other test compiles
+    before = gen_mod._generate._cache_size()
+    texts, _ = hg._generate_scores(model, toks, None, gcfg, grat_words)
+    z = jnp.zeros((cfg.n_layers, cfg.n_heads, cfg.d_head))
+    hg._generate_scores(model, toks, hg.set_edits(cfg, [(0, 3)], z), gcfg, grat_words)
+    assert gen_mod._generate._cache_size() - before == 1
+    ids, mask = jnp.asarray(toks.ids), jnp.asarray(toks.mask)
+    plain = np.asarray(hg.generate_ids(cfg, model.params, ids, mask, None, 7))
+    assert texts == hg.decode(model, plain)
+
+
 def test_planted_head_drives_generation_and_random_heads_do_not(tmp_path):
     model, _ = planted_model(gain=8.0)
     emo, neutral = planted_prompts(n=8)
