@@ -29,7 +29,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ import optax
 
 import models
 from jaxcirc import bpe, corpus
+from jaxcirc.progress import write_line
 
 # Bump when training or packing changes what a given config produces: old cache entries then miss.
 TRAINER_VERSION = 1
@@ -448,8 +448,7 @@ def train_standin(
 
 def _say(msg: str) -> None:
     if os.environ.get("JAXCIRC_QUIET", "") != "1":
-        sys.stderr.write(msg + "\n")  # one write: models train in threads
-        sys.stderr.flush()
+        write_line(msg)  # one write: models train in threads
 
 
 # ---------------------------------------------------------------------------------------------

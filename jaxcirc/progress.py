@@ -92,7 +92,7 @@ def progress(
 
     def emit(line: str) -> None:
         if not quiet:
-            _write_line(stream or sys.stderr, line)
+            write_line(line, stream or sys.stderr)
 
     start = last = clock()
     i = 0
@@ -108,7 +108,9 @@ def progress(
         emit(format_line(desc, i, total, elapsed, final=True))
 
 
-def _write_line(stream, line: str) -> None:
-    """One write per line, so lines from phases running in threads never interleave."""
+def write_line(line: str, stream: TextIO | None = None) -> None:
+    """`line` and its newline in one write (default stderr), flushed: print() writes the two
+    apart, and lines from phases running in threads would interleave."""
+    stream = stream or sys.stderr
     stream.write(line + "\n")
     stream.flush()

@@ -28,10 +28,13 @@ def _steer_table(s: dict) -> list[str]:
     return lines
 
 
-def beyond_random(s: dict) -> list[str]:
+INTERNAL_MEASURES = ("logit_diff_", "proj_")  # model-internal: no generated text needed
+
+
+def beyond_random(s: dict) -> list[tuple[str, str, str]]:
     """The (direction, measure) pairs of a steering summary whose best-layer CI lies entirely
-    outside the random directions' band, as "direction / measure (layer L: value [lo, hi] vs
-    band [lo, hi])"."""
+    outside the random directions' band, as (direction, measure, "direction / measure (layer L:
+    value [lo, hi] vs band [lo, hi])")."""
     out = []
     for direction in [e for e in EMOTIONS if e in (s.get("best_layer") or {})]:
         for measure, b in s["best_layer"][direction].items():
@@ -39,8 +42,12 @@ def beyond_random(s: dict) -> list[str]:
             band_lo, band_hi = b["random_band"]
             if lo > band_hi or hi < band_lo:
                 out.append(
-                    f"{direction} / {measure} (layer {b['layer']}: {_f(b['sensitivity'])} "
-                    f"[{_f(lo)}, {_f(hi)}] vs band [{_f(band_lo)}, {_f(band_hi)}])"
+                    (
+                        direction,
+                        measure,
+                        f"{direction} / {measure} (layer {b['layer']}: {_f(b['sensitivity'])} "
+                        f"[{_f(lo)}, {_f(hi)}] vs band [{_f(band_lo)}, {_f(band_hi)}])",
+                    )
                 )
     return out
 
@@ -51,14 +58,15 @@ def _steer_verdict(s: dict) -> list[str]:
     if not s.get("n_random_seeds"):
         return ["No random directions in this run: no control to compare with."]
     found = beyond_random(s)
-    internal = ("logit_diff_", "proj_")
-    text = [f for f in found if not f.split(" / ")[1].startswith(internal)]
-    inner = [f for f in found if f.split(" / ")[1].startswith(internal)]
-    n_inner = sum(m.startswith(internal) for v in (s.get("best_layer") or {}).values() for m in v)
+    text = [d for _, m, d in found if not m.startswith(INTERNAL_MEASURES)]
+    n_inner_found = len(found) - len(text)
+    n_inner = sum(
+        m.startswith(INTERNAL_MEASURES) for v in (s.get("best_layer") or {}).values() for m in v
+    )
     lines = [
         "Beyond the random band (best-layer CI entirely outside it): text measures: "
         + ("; ".join(text) if text else "none")
-        + f". Model-internal measures (logit differences, projections): {len(inner)} of "
+        + f". Model-internal measures (logit differences, projections): {n_inner_found} of "
         + f"{n_inner}.",
     ]
     empty = s.get("empty_continuations")

@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -42,9 +41,7 @@ STUDY_VERSION = 1
 def log(msg: str):
     """Phase-level progress on stderr (silent with JAXCIRC_QUIET=1)."""
     if os.environ.get("JAXCIRC_QUIET", "") != "1":
-        # One write per line: phases run in threads would interleave print()'s two writes.
-        sys.stderr.write(f"[jaxcirc] {msg}\n")
-        sys.stderr.flush()
+        progress.write_line(f"[jaxcirc] {msg}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -166,19 +166,21 @@ def fingerprint(folder: Path) -> dict:
     silently reuse the old weights' cache entry. The sampled digest reads ~1 MiB per file.
     """
     _, files = weight_files(folder)
+    stats = [f.stat() for f in files]
     return {
         "folder": str(folder.resolve()),
         "config": (folder / "config.json").read_text(),
         "files": [
-            (f.name, f.stat().st_size, f.stat().st_mtime_ns, _sampled_digest(f)) for f in files
+            (f.name, st.st_size, st.st_mtime_ns, _sampled_digest(f, st.st_size))
+            for f, st in zip(files, stats, strict=True)
         ],
     }
 
 
-def _sampled_digest(path: Path, n_chunks: int = 16, chunk: int = 1 << 16) -> str:
-    """sha256 of the file's header, n_chunks evenly spaced chunks and its tail: any retrained or
-    re-initialised weights change it, at the cost of reading ~1 MiB however large the file."""
-    size = path.stat().st_size
+def _sampled_digest(path: Path, size: int, n_chunks: int = 16, chunk: int = 1 << 16) -> str:
+    """sha256 of the file's header, n_chunks evenly spaced chunks and its tail (`size` bytes in
+    all): any retrained or re-initialised weights change it, at the cost of reading ~1 MiB
+    however large the file."""
     digest = hashlib.sha256(str(size).encode())
     with open(path, "rb") as fh:
         if size <= (n_chunks + 2) * chunk:

@@ -320,7 +320,7 @@ def test_steering_verdict_names_what_clears_the_random_band():
         "n_random_seeds": 10,
     }
     found = report_effects.beyond_random(s)
-    assert [f.split(" (")[0] for f in found] == [
+    assert [f"{d} / {m}" for d, m, _ in found] == [
         "gratitude / sentiment",
         "anger / kw_anger",
         "anger / logit_diff_anger",
