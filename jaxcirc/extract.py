@@ -10,10 +10,10 @@ Layer axis: index 0 is the embedding output (token + learned position embeddings
 stream after block l-1 (`resid_pre[l]`), index L is `resid_post` (before the final layer norm).
 This equals transformers' `hidden_states[:-1]` plus our pre-LN final stream.
 
-Prompts are tokenised once, sorted by length and run in batches of `batch_size` rows, each padded
-(right) to a multiple of `pad_to_multiple` tokens: one compiled forward per distinct batch width,
-a handful for short prompts. The last batch is filled up with copies of a real row so every call
-has the same batch size. Padding positions of the result hold zeros and `mask` is False there.
+Prompts are tokenised once and packed (`jaxcirc.packing`): several prompts share a row of one
+width (a multiple of `pad_to_multiple`), each seeing only its own tokens and positions, so little
+compute goes to padding and every call has one shape (one compile). About `batch_size` prompts'
+tokens go through per call. Padding positions of the result hold zeros and `mask` is False there.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 import models
-from jaxcirc import artifacts, dataset
+from jaxcirc import artifacts, dataset, packing
 from jaxcirc.progress import progress
 
 FORMAT = "jaxcirc.activations/1"
@@ -224,10 +224,25 @@ def span_mean(acts: Activations, mask: np.ndarray | None = None) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def _hidden_states(cfg: models.ModelConfig, params, ids, mask):
-    """[batch, pos] -> [layer + 1, batch, pos, d_model]; no unembedding."""
-    _, trace = models.forward(cfg, params, ids, mask, None, models.Record.residuals(logits="none"))
+def _hidden_states(cfg: models.ModelConfig, params, ids, segments):
+    """Packed rows [rows, width] -> [layer + 1, rows, width, d_model]; no unembedding."""
+    rec = models.Record.residuals(logits="none")
+    _, trace = models.forward(cfg, params, ids, None, None, rec, segments=segments)
     return trace.hidden_states()
+
+
+def plan_batches(cfg: models.ModelConfig, lengths, batch_size: int, pad_to_multiple: int):
+    """How `extract_residuals` packs prompts of `lengths` tokens into calls (`packing.Plan`):
+    about `batch_size` prompts' tokens per call, rows of one width (one compile)."""
+    d = cfg.d_model
+    per_token = 8 * d * d + 4 * d * cfg.d_mlp  # matmul FLOPs per token per layer, / 2
+    return packing.pack(
+        lengths,
+        batch_size=batch_size,
+        pad_to_multiple=pad_to_multiple,
+        max_width=cfg.n_ctx,
+        key_cost=4 * d / per_token,
+    )
 
 
 def extract_residuals(
@@ -241,8 +256,9 @@ def extract_residuals(
     """Run every record through `model` and keep the whole residual stream (see module docstring).
 
     Rows of the result are in `records` order. `meta` records the tokenisation (prepend_bos,
-    pad id, lengths), the batch widths compiled, and wall time / samples per second (compilation
-    included, as a user experiences it).
+    pad id, lengths), the packing (row width, rows per call, share of computed slots that hold
+    a real token), and wall time / samples per second (compilation included, as a user
+    experiences it).
     """
     if not records:
         raise ValueError("records: empty; pass the dataset's records")
@@ -262,22 +278,13 @@ def extract_residuals(
 
     cfg = model.config
     n = len(records)
-    rows = min(batch_size, n)
     resid = np.zeros((cfg.n_layers + 1, n, width, cfg.d_model), np.float32)
-    order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
-    batches = [order[i : i + rows] for i in range(0, n, rows)]
-    widths = set()
-    for idx in progress(batches, desc=f"extract {label} ({n} prompts, batches of {rows})"):
-        w = -(-int(lengths[idx].max()) // pad_to_multiple) * pad_to_multiple
-        fill = np.concatenate([idx, np.full(rows - len(idx), idx[0])])  # repeat a real row
-        b_ids = np.full((rows, w), toks.pad_id, np.int32)
-        b_mask = np.zeros((rows, w), bool)
-        cut = min(w, width)
-        b_ids[:, :cut], b_mask[:, :cut] = ids[fill, :cut], mask[fill, :cut]
-        widths.add(w)
-        h = np.asarray(_hidden_states(cfg, model.params, b_ids, b_mask), np.float32)
-        resid[:, idx, :cut] = h[:, : len(idx), :cut]
-    resid *= mask[None, :, :, None]  # padding carries nothing downstream
+    plan = plan_batches(cfg, lengths, batch_size, pad_to_multiple)
+    desc = f"extract {label} ({n} prompts, {plan.n_calls} calls of {plan.rows_per_call} rows)"
+    for call in progress(plan.calls(), desc=desc):
+        b_ids, b_seg = call.arrays(ids, toks.pad_id)
+        h = np.asarray(_hidden_states(cfg, model.params, b_ids, b_seg), np.float32)
+        resid[:, call.prompt, call.pos] = h[:, call.row, call.slot]
     seconds = time.perf_counter() - t0
     meta = {
         "model": {
@@ -289,9 +296,9 @@ def extract_residuals(
             "d_model": cfg.d_model,
         },
         "tokenization": {**toks.record(), "lengths": lengths.tolist()},
-        "batch_size": rows,
+        "batch_size": batch_size,
         "pad_to_multiple": pad_to_multiple,
-        "batch_widths": sorted(widths),
+        "packing": plan.record(),
         "seconds": seconds,
         "samples_per_s": n / seconds if seconds > 0 else None,
         "backend": jax.default_backend(),

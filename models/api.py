@@ -51,15 +51,39 @@ class LoadedModel:
         edits: Edits | None = None,
         record: Record = Record(),
         vocab_ids=None,
+        segments=None,
     ) -> tuple[jnp.ndarray | None, Trace]:
-        """(logits, trace); `tokens` is a `Tokens` or [batch, pos] ids (then `mask` optional)."""
+        """(logits, trace); `tokens` is a `Tokens` or [batch, pos] ids (then `mask` optional).
+        `segments`: packed rows, see `models.transformer.forward`."""
         if isinstance(tokens, Tokens):
             tokens, mask = tokens.ids, tokens.mask
         tokens = jnp.asarray(tokens, jnp.int32)
         validate_tokens(self.config, tokens)
         if mask is not None:
             mask = jnp.asarray(mask, bool)
-        return _forward(self.config, self.params, tokens, mask, edits, record, vocab_ids)
+        if segments is not None:
+            segments = np.asarray(segments, np.int32)
+            if segments.shape != tokens.shape:
+                raise ValueError(
+                    f"segments: shape {segments.shape}, expected the tokens' {tokens.shape}"
+                )
+            _check_segments(segments)
+        return _forward(
+            self.config, self.params, tokens, mask, edits, record, vocab_ids, segments=segments
+        )
+
+
+def _check_segments(segments: np.ndarray):
+    """Each segment id must be one contiguous run in its row (else positions would restart
+    mid-prompt while attention still joined the pieces)."""
+    runs = 1 + (segments[:, 1:] != segments[:, :-1]).sum(axis=1)
+    distinct = np.array([len(np.unique(row)) for row in segments])
+    bad = np.flatnonzero(runs != distinct)
+    if len(bad):
+        raise ValueError(
+            f"segments: row {int(bad[0])} splits a segment id into separate runs; give each "
+            "prompt one contiguous run of its own id, padding (0) at the end of the row"
+        )
 
 
 def validate_tokens(cfg: ModelConfig, tokens):

@@ -71,16 +71,20 @@ class Context:
     q_slots: [pos] int, the slot index of each query in the key sequence (its cache slot).
     key_valid: [batch, key] bool, which key slots hold real tokens.
     last: [batch] int or None, the index of each row's last real token (for Record.at="last").
+    segments: [batch, pos] int or None. Packed rows (several prompts one after another in a
+      row): 0 at padding, the same id > 0 over each prompt's contiguous run; a query then sees
+      only keys of its own prompt. None: one prompt per row.
     """
 
     positions: jnp.ndarray
     q_slots: jnp.ndarray
     key_valid: jnp.ndarray
     last: jnp.ndarray | None
+    segments: jnp.ndarray | None = None
 
 
 jax.tree_util.register_dataclass(
-    Context, data_fields=["positions", "q_slots", "key_valid", "last"], meta_fields=[]
+    Context, data_fields=["positions", "q_slots", "key_valid", "last", "segments"], meta_fields=[]
 )
 
 
@@ -155,6 +159,11 @@ class Attention(nn.Module):
         qs = ctx.q_slots[:, None]
         allowed = (key_slots[None, :] <= qs) & (key_slots[None, :] > qs - window)  # [pos, key]
         allowed = allowed[None, None] & ctx.key_valid[:, None, None, :]
+        if ctx.segments is not None:
+            if cache is not None:
+                raise ValueError("packed rows (segments) cannot decode with a KV cache")
+            seg = ctx.segments
+            allowed = allowed & (seg[:, None, :, None] == seg[:, None, None, :])
         # One finite minimum, so a row with every key masked (padding) stays finite.
         scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         pattern = jax.nn.softmax(scores, axis=-1)
@@ -325,11 +334,29 @@ def init_params(cfg: ModelConfig, key: int | jax.Array = 0, std: float = 0.02) -
 # Running
 
 
-def make_context(tokens, mask, record: Record) -> Context:
-    """Positions, slots and key validity for a full (non-cached) pass. mask: [batch, pos]."""
+def make_context(tokens, mask, record: Record, segments=None) -> Context:
+    """Positions, slots and key validity for a full (non-cached) pass. mask: [batch, pos].
+
+    segments: None, or [batch, pos] int for packed rows (see `Context`): positions then restart
+    at 0 where each segment starts, and `mask` is taken as `segments > 0`.
+    """
+    q_slots = jnp.arange(tokens.shape[1], dtype=jnp.int32)
+    if segments is not None:
+        if record.at == "last" or record.logits == "last":
+            raise ValueError(
+                "segments: packed rows have no single last token; use Record(at='all') and "
+                "logits 'all' or 'none', and read each prompt's last position yourself"
+            )
+        segments = segments.astype(jnp.int32)
+        mask = segments > 0
+        starts = jnp.concatenate(
+            [jnp.ones_like(mask[:, :1]), segments[:, 1:] != segments[:, :-1]], axis=1
+        )
+        first = jax.lax.cummax(jnp.where(starts, q_slots[None, :], 0), axis=1)
+        positions = jnp.where(mask, q_slots[None, :] - first, 0).astype(jnp.int32)
+        return Context(positions, q_slots, mask, None, segments)
     mask = mask.astype(bool)
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
-    q_slots = jnp.arange(tokens.shape[1], dtype=jnp.int32)
     last = None
     if record.at == "last" or record.logits == "last":
         last = last_index(mask)
@@ -446,18 +473,21 @@ def forward(
     record: Record = Record(),
     vocab_ids=None,
     unroll: bool = False,
+    segments=None,
 ):
     """logits, trace = forward(cfg, params, tokens, mask, edits, record).
 
     tokens: [batch, pos] int32; mask: [batch, pos] (1 = real token; right or left padding);
     edits: `Edits` or None; record: `Record` (static). vocab_ids: optional [n] int, to compute
-    only those unembedding columns. Returns logits per `record.logits` (None for "none") and a
-    `Trace` (shapes in `Record`'s docstring).
+    only those unembedding columns. segments: optional [batch, pos] int for packed rows (several
+    prompts per row, each a contiguous run of one id > 0, padding 0 at the end; replaces `mask`):
+    every prompt gets the positions and attention it would get alone. Returns logits per
+    `record.logits` (None for "none") and a `Trace` (shapes in `Record`'s docstring).
     """
     check_tokens(cfg, tokens)
     if mask is None:
         mask = jnp.ones(tokens.shape, bool)
-    ctx = make_context(tokens, mask, record)
+    ctx = make_context(tokens, mask, record, segments)
     x = embed(cfg, params, tokens, ctx.positions)
     x, rec, _ = run_blocks(cfg, params["blocks"], x, ctx, edits, record, unroll=unroll)
     if record.resid_post:

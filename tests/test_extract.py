@@ -1,5 +1,6 @@
-"""Phase 2 extraction: batched, length-sorted, padded runs equal one-prompt-at-a-time forwards at
-real positions; padding leaks nowhere; spans map to the right tokens; files round-trip."""
+"""Phase 2 extraction: packed, batched runs equal one-prompt-at-a-time forwards at real
+positions; neither padding nor a row's other prompts leak in; spans map to the right tokens;
+files round-trip."""
 
 from __future__ import annotations
 
@@ -72,10 +73,12 @@ def _model(family, tok):
 )
 def test_batched_equals_per_prompt_forward(tok, family, prepend_bos):
     m = _model(family, tok)
-    # shortest, two mid-length and the longest prompt: batch 3 puts "Sorry." beside longer rows
-    # (padding inside a batch); the last batch is filled up with copies of its one real row.
+    # shortest, two mid-length and the longest prompt: packed, rows hold several prompts each
+    # (positions and attention must stay inside each prompt) and end in padding.
     recs = [_records()[i] for i in (0, 3, 5, 7)]
     acts = extract.extract_residuals(m, recs, prepend_bos=prepend_bos, batch_size=3, label="t")
+    packed = acts.meta["packing"]
+    assert packed["rows"] < len(recs) and packed["slots"] > packed["tokens"], packed
     assert acts.resid.dtype == np.float32
     assert acts.resid.shape[0] == m.config.n_layers + 1 and acts.n == len(recs)
     assert len(set(acts.lengths.tolist())) == len(recs)  # lengths differ: padding is exercised
