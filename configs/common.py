@@ -34,7 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.realworld = True  # also use the 35 real-world texts (steering inputs)
 
     c.extract = ml_collections.ConfigDict()
-    c.extract.batch_size = 32  # prompts per forward pass
+    c.extract.batch_size = 32  # about this many prompts per forward pass (packed into rows)
 
     c.vectors = phase_vectors.default_config()
     c.alignment = phase_alignment.default_config()

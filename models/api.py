@@ -68,6 +68,11 @@ class LoadedModel:
                     f"segments: shape {segments.shape}, expected the tokens' {tokens.shape}"
                 )
             _check_segments(segments)
+            if mask is not None and not np.array_equal(np.asarray(mask), segments > 0):
+                raise ValueError(
+                    "mask and segments disagree; with packed rows pass segments alone (its "
+                    "zeros are the padding)"
+                )
         return _forward(
             self.config, self.params, tokens, mask, edits, record, vocab_ids, segments=segments
         )

@@ -59,6 +59,8 @@ def test_packed_rows_refuse_what_has_no_meaning():
         m.forward(ids, segments=seg, record=Record(at="last"))
     with pytest.raises(ValueError, match="segments: shape"):
         m.forward(ids, segments=seg[:, :5])
+    with pytest.raises(ValueError, match="mask and segments disagree"):
+        m.forward(ids, np.ones((1, 6), bool), segments=seg)
     with pytest.raises(ValueError, match="one contiguous run"):
         m.forward(ids, segments=np.array([[1, 1, 2, 1, 0, 0]], np.int32))
 
