@@ -70,7 +70,12 @@ def _steer_verdict(s: dict) -> list[str]:
         + f"{n_inner}.",
     ]
     empty = s.get("empty_continuations")
-    if empty and empty.get("unsteered") is not None:
+    if empty and empty.get("min_new_tokens"):
+        lines.append(
+            f"EOS was held back for the first {empty['min_new_tokens']} new tokens (transformers' "
+            "min_new_tokens), so every continuation has text to score."
+        )
+    elif empty and empty.get("unsteered") is not None:
         steered = empty.get("steered")
         lines.append(
             f"Continuations that end at once (EOS first, nothing to score): unsteered "

@@ -86,6 +86,10 @@ def default_config() -> ml_collections.ConfigDict:
     # Generation: new tokens per prompt; temperature 0 = greedy; top_k 0 = no cut; sample_seed
     # makes each prompt's draws (the same draws in every cell: paired comparisons).
     c.max_new_tokens = 20
+    # EOS cannot be chosen as any of the first min_new_tokens new tokens (transformers'
+    # min_new_tokens). 0 = the model may end at once; a continuation that does holds no text for
+    # the text measures to score (the summary's empty_continuations says how many do).
+    c.min_new_tokens = 0
     c.temperature = 0.0
     c.top_k = 0
     c.sample_seed = 0
@@ -829,9 +833,15 @@ def _layers(spec, n_layers) -> tuple[int, ...]:
 
 
 def _settings(cfg, eos_id) -> EngineSettings:
+    min_new = int(cfg.get("min_new_tokens", 0))
+    if min_new and eos_id is None:
+        raise ValueError(
+            f"steering.min_new_tokens={min_new}: the model's config names no EOS token to hold "
+            "back; set min_new_tokens=0"
+        )
     return EngineSettings(
         max_new_tokens=int(cfg.max_new_tokens),
-        sampling=Sampling(float(cfg.temperature), int(cfg.top_k)),
+        sampling=Sampling(float(cfg.temperature), int(cfg.top_k), min_new),
         seed=int(cfg.sample_seed),
         batch_rows=int(cfg.batch_rows),
         prefill_rows=int(cfg.prefill_rows),
@@ -949,6 +959,7 @@ def run_steering(
         "top_k": int(cfg.top_k),
         "sample_seed": int(cfg.sample_seed),
         "max_new_tokens": int(cfg.max_new_tokens),
+        "min_new_tokens": int(cfg.get("min_new_tokens", 0)),
     }
     k_e = len(emotions)
     rows = _effect_rows(effects, names, k_e, layers, alphas, norms, scales, labels, cfg)
@@ -1012,8 +1023,10 @@ def run_steering(
         "empty_continuations": {
             "unsteered": float(np.mean(np.asarray(sweep.base.eos_at) == 0)),
             "steered": float(np.mean(np.asarray(flat.eos_at) == 0)) if len(flat.eos_at) else None,
+            "min_new_tokens": int(cfg.get("min_new_tokens", 0)),
             "definition": "share of continuations whose first generated token is EOS (no text "
-            "to score); steered = every cell with alpha != 0, emotion and random directions",
+            "to score); steered = every cell with alpha != 0, emotion and random directions; "
+            "min_new_tokens > 0: EOS was held back for that many tokens, so none end at once",
         },
         "best_layer": best,
         "config": cfg.to_dict(),
@@ -1383,6 +1396,7 @@ def run_patching(
         "positions": cfg.patch_positions,
         "temperature": float(cfg.temperature),
         "max_new_tokens": int(cfg.max_new_tokens),
+        "min_new_tokens": int(cfg.get("min_new_tokens", 0)),
     }
     rows, files, samples = [], {}, []
     curves = {}

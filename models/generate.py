@@ -79,16 +79,22 @@ class Sampling:
 
     temperature: 0 = greedy (argmax, first index on ties, as torch); > 0 samples from
       softmax(logits / temperature). top_k: 0 = whole vocabulary, else only the k largest logits.
+    min_new_tokens: the EOS token cannot be chosen as any of the first `min_new_tokens` new
+      tokens (its logit is set to -inf there, as transformers' `min_new_tokens`); needs the
+      generation's `eos_id`. 0 = no constraint.
     """
 
     temperature: float = 0.0
     top_k: int = 0
+    min_new_tokens: int = 0
 
     def __post_init__(self):
         if self.temperature < 0:
             raise ValueError(f"temperature={self.temperature}; use 0 (greedy) or > 0")
         if self.top_k < 0:
             raise ValueError(f"top_k={self.top_k}; use 0 (no cut) or a positive count")
+        if self.min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens={self.min_new_tokens}; use 0 (none) or more")
 
 
 GREEDY = Sampling()
@@ -344,8 +350,14 @@ def row_keys(seed, row_ids):
     return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.asarray(row_ids, jnp.uint32))
 
 
-def select(logits, keys, step, sampling: Sampling):
-    """Next token [batch] from logits [batch, d_vocab]; keys [batch] (ignored when greedy)."""
+def select(logits, keys, step, sampling: Sampling, eos_id: int | None = None):
+    """Next token [batch] from logits [batch, d_vocab]; keys [batch] (ignored when greedy).
+    step: 0 for the first new token. eos_id: needed when `sampling.min_new_tokens` > 0."""
+    if sampling.min_new_tokens:
+        if eos_id is None:
+            raise ValueError("sampling.min_new_tokens needs eos_id: pass the tokenizer's EOS id")
+        banned = (jnp.arange(logits.shape[-1]) == eos_id) & (step < sampling.min_new_tokens)
+        logits = jnp.where(banned, -jnp.inf, logits)
     if sampling.temperature == 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
@@ -510,7 +522,7 @@ def decode(
     edits_l = [{n: a[i] for n, a in fields.items()} for i in range(cfg.n_layers)]
     key_slots = jnp.arange(slots)
 
-    tok0 = select(state.logits, keys, 0, sampling)
+    tok0 = select(state.logits, keys, 0, sampling, eos_id)
     cols0, proj0 = _readouts(state.logits, state.resid, vocab_ids, dirs)
 
     def body(carry, t):
@@ -525,7 +537,7 @@ def decode(
             x, K, V = _decode_block(cfg, layer_w[i], x, *caches[i], slot, pos, allowed, edits_l[i])
             new.append((K, V))
         logits = _logits(cfg, params, w_u, x)
-        nxt = select(logits, keys, t, sampling)
+        nxt = select(logits, keys, t, sampling, eos_id)
         cols, proj = _readouts(logits, x, vocab_ids, dirs)
         return (tuple(new), nxt), (nxt, cols, proj, logits if return_logits else None)
 

@@ -77,6 +77,44 @@ def test_greedy_equals_transformers_generate(family):
     np.testing.assert_array_equal(np.asarray(got.tokens), steered)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_min_new_tokens_equals_transformers_generate(family):
+    """EOS banned for the first k new tokens: the same tokens as transformers' min_new_tokens.
+    EOS is chosen as a token the unconstrained run picks first, so the ban changes the text."""
+    hf_cfg = models.tiny_hf_config(family)
+    hf = ref.hf_model(hf_cfg, seed=3)
+    ours = ref.convert(hf, hf_cfg)
+    left, lmask, right, rmask = _prompts(3, hf_cfg["vocab_size"])
+    free = np.asarray(generate(ours.config, ours.params, right, rmask, NEW).tokens)
+    eos, k = int(free[0, 0]), 4
+    got = generate(
+        ours.config, ours.params, right, rmask, NEW, sampling=Sampling(min_new_tokens=k), eos_id=eos
+    )
+    toks = np.asarray(got.tokens)
+    assert not (toks[:, :k] == eos).any()
+    assert (toks[0] != free[0]).any()
+    hf.generation_config.eos_token_id = eos
+    hf.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        out = hf.generate(
+            input_ids=torch.as_tensor(left),
+            attention_mask=torch.as_tensor(lmask),
+            max_new_tokens=NEW,
+            min_new_tokens=k,
+            do_sample=False,
+        )
+    want = out[:, left.shape[1] :].numpy()
+    for row, hf_row in zip(toks, want, strict=True):
+        # transformers stops a row at its EOS (then pads); we go on: compare up to the EOS
+        n = len(hf_row)
+        hits = np.flatnonzero(hf_row == eos)
+        if len(hits):
+            n = int(hits[0]) + 1
+        np.testing.assert_array_equal(row[:n], hf_row[:n])
+    with pytest.raises(ValueError, match="needs eos_id"):
+        generate(ours.config, ours.params, right, rmask, 2, sampling=Sampling(min_new_tokens=1))
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return models.random_model(models.tiny_hf_config("gpt_neox"), seed=5)

@@ -180,6 +180,14 @@ def test_planted_direction_steers_random_does_not(tmp_path):
     expected = float(np.mean(base[:, 0] == eos)) if eos is not None else 0.0
     assert summary["empty_continuations"]["unsteered"] == pytest.approx(expected)
     assert 0.0 <= summary["empty_continuations"]["steered"] <= 1.0
+    # EOS held back for every new token: no continuation ends at once, and the summary says why.
+    cfg.min_new_tokens = cfg.max_new_tokens
+    held = steering.run_steering(m, PROMPTS, vectors, cfg, tmp_path / "held", label="toy")
+    assert held["empty_continuations"]["min_new_tokens"] == cfg.max_new_tokens
+    assert held["empty_continuations"]["unsteered"] == 0.0
+    assert held["empty_continuations"]["steered"] == 0.0
+    held_tokens = np.load(tmp_path / "held" / "sweep.npz")["base_tokens"]
+    assert not (held_tokens == eos).any()
     # Every number is labelled; the random rows say so.
     r0 = rows[0]
     for col in ("vector_method", "vector_centre", "layer", "alpha", "added_norm", "control"):

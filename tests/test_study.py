@@ -86,10 +86,10 @@ def test_report_has_every_section_and_its_images(smoke):
     ):
         assert heading in text, heading
     assert "STAND-INS" in text  # never mistaken for the study's checkpoints
-    # Every steering table says which measures clear the random band, and how many
-    # continuations had no text to score.
+    # Every steering table says which measures clear the random band, and that the demo held
+    # EOS back (its stand-ins would otherwise end most continuations at once).
     assert text.count("Beyond the random band") == 6  # 3 models x 2 prompt sets
-    assert text.count("Continuations that end at once") == 6
+    assert text.count("EOS was held back for the first 8 new tokens") == 6
     assert "null" in text and "CI" in text
     images = [
         line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")
@@ -330,6 +330,10 @@ def test_steering_verdict_names_what_clears_the_random_band():
     assert "; anger / kw_anger (layer 2" in line
     assert "Model-internal measures (logit differences, projections): 1 of 2." in line
     assert "unsteered 62%, steered 50%" in line
+    # With EOS held back, that is what the line says instead of a share of empty texts.
+    held = {**s, "empty_continuations": {"unsteered": 0.0, "steered": 0.0, "min_new_tokens": 8}}
+    (line,) = report_effects._steer_verdict(held)
+    assert "EOS was held back for the first 8 new tokens" in line and "end at once" not in line
     # Without random directions there is no band to clear: said so, not "none".
     (line,) = report_effects._steer_verdict({**s, "n_random_seeds": 0})
     assert line.startswith("No random directions")
