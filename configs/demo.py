@@ -54,8 +54,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # The stand-ins learnt that a finished text is followed by EOS, and ended 86-91% of the
     # real-world continuations (28-56% of the neutral ones) at once, leaving the text measures
     # nothing to score. EOS is held back for the first 8 new tokens (transformers'
-    # min_new_tokens); the report says so under every steering table.
+    # min_new_tokens), in steering and in head-edit generation; the outputs record it.
     c.steering.min_new_tokens = 8
+    c.heads_generation.min_new_tokens = 8
     c.steering.max_prompts = 50
     c.cross_model.max_prompts = 24
     c.heads_generation.n_new = 12

@@ -29,7 +29,7 @@ from jaxcirc import artifacts, heads, plots, scoring
 from jaxcirc.stats import paired_bootstrap_diff
 from models.config import ModelConfig
 from models.contract import Edits
-from models.generate import GREEDY, Sampling, generate
+from models.generate import Sampling, generate
 
 Head = tuple[int, int]
 MODES = ("ablation", "patching")
@@ -49,6 +49,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Continuation length in tokens; 0 temperature = greedy, else sampling with `seed`.
     c.n_new = 20
     c.temperature = 0.0
+    # EOS cannot be any of the first min_new_tokens generated tokens (transformers'
+    # min_new_tokens); 0 = the model may end at once, leaving no text to score.
+    c.min_new_tokens = 0
     # Random head sets of the same size per edit (the control), and the seed of everything.
     c.n_control = 3
     c.seed = 0
@@ -77,13 +80,33 @@ def generate_ids(
     n_new: int,
     temperature: float = 0.0,
     seed: int = 0,
+    min_new_tokens: int = 0,
 ):
     """Continue each prompt by `n_new` tokens: `[batch, n_new]` int32, with `edits` held at
     every position, prompt and generated (so no position axis). KV-cached, one compiled call
     (`models.generate.generate`); temperature 0 = greedy, else sampling seeded per row by `seed`
-    (the same draws for a clean and an edited run: paired comparisons)."""
-    sampling = GREEDY if temperature == 0 else Sampling(temperature=float(temperature))
-    gen = generate(cfg, params, tokens, mask, n_new, edits=edits, sampling=sampling, seed=int(seed))
+    (the same draws for a clean and an edited run: paired comparisons). min_new_tokens: EOS
+    (`cfg.eos_token_id`) held back for that many tokens."""
+    sampling = Sampling(float(temperature), 0, int(min_new_tokens))
+    eos_id = None
+    if min_new_tokens:
+        if cfg.eos_token_id is None:
+            raise ValueError(
+                f"heads_generation.min_new_tokens={min_new_tokens}: the model's config names no "
+                "EOS token to hold back; set min_new_tokens=0"
+            )
+        eos_id = int(cfg.eos_token_id)
+    gen = generate(
+        cfg,
+        params,
+        tokens,
+        mask,
+        n_new,
+        edits=edits,
+        sampling=sampling,
+        seed=int(seed),
+        eos_id=eos_id,
+    )
     return gen.tokens
 
 
@@ -150,6 +173,7 @@ def _generate_scores(model, toks, edits, gcfg, scorer):
         gcfg.n_new,
         gcfg.temperature,
         gcfg.seed,
+        int(gcfg.get("min_new_tokens", 0)),
     )
     texts = decode(model, ids)
     return texts, scorer(texts)
@@ -287,6 +311,7 @@ def run_head_generation(
                                 "n_prompts": int(d.size),
                                 "n_control_sets": gcfg.n_control,
                                 "n_new": gcfg.n_new,
+                                "min_new_tokens": int(gcfg.get("min_new_tokens", 0)),
                                 "temperature": gcfg.temperature,
                                 "seed": gcfg.seed,
                                 "prompts": "emotional" if mode == "ablation" else "neutral",

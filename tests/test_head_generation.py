@@ -4,6 +4,7 @@ ablating / patching a planted head moves what is generated while random heads do
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 
@@ -39,6 +40,22 @@ def test_generate_ids_equals_a_plain_loop():
                 logits, _ = model.forward(np.asarray([row], np.int32), edits=e)
                 row.append(int(np.argmax(np.asarray(logits)[0, -1])))
             assert list(got[b]) == row[-4:]
+    # EOS held back: the loop's choice with EOS's logit removed for the first k tokens.
+    eos = int(got[0, 0])
+    held_cfg = dataclasses.replace(cfg, eos_token_id=eos)
+    ids, mask = jnp.asarray(toks.ids), jnp.asarray(toks.mask)
+    held = np.asarray(hg.generate_ids(held_cfg, model.params, ids, mask, None, 4, 0.0, 0, 2))
+    assert not (held[:, :2] == eos).any()
+    row = list(toks.ids[0, : toks.lengths[0]])
+    for step in range(4):
+        logits = np.array(model.forward(np.asarray([row], np.int32))[0])[0, -1]
+        if step < 2:
+            logits[eos] = -np.inf
+        row.append(int(np.argmax(logits)))
+    assert list(held[0]) == row[-4:]
+    with pytest.raises(ValueError, match="names no EOS"):
+        no_eos = dataclasses.replace(cfg, eos_token_id=None)
+        hg.generate_ids(no_eos, model.params, ids, mask, None, 4, 0.0, 0, 2)
 
 
 def test_clean_run_shares_the_edited_runs_compiled_loop():
