@@ -39,17 +39,22 @@ def prompts(n: int, vocab: int, seed: int = 0):
     return ids, mask
 
 
-def bench_jax(m, ids, mask, batch, repeats):
+def residuals_fn(m):
+    """jitted (params, ids, mask) -> [layer + 1, batch, pos, d_model], no unembedding."""
     rec = Record.residuals()
-    fwd = jax.jit(lambda p, t, k: models.forward(m.config, p, t, k, None, rec)[1].hidden_states())
+    return jax.jit(lambda p, t, k: models.forward(m.config, p, t, k, None, rec)[1].hidden_states())
+
+
+def bench_jax(m, batches, repeats):
+    """jaxcirc on `batches` [(ids, mask)], one prompt per row (compiled before timing)."""
+    fwd = residuals_fn(m)
 
     def run():
-        for i in range(0, len(ids), batch):
-            fwd(m.params, ids[i : i + batch], mask[i : i + batch]).block_until_ready()
+        for b_ids, b_mask in batches:
+            fwd(m.params, b_ids, b_mask).block_until_ready()
 
-    fwd(m.params, ids[:batch], mask[:batch]).block_until_ready()  # compile
-    if len(ids) % batch:
-        fwd(m.params, ids[-(len(ids) % batch) :], mask[-(len(ids) % batch) :]).block_until_ready()
+    for b_ids, b_mask in {b[0].shape: b for b in batches}.values():  # compile every shape
+        fwd(m.params, b_ids, b_mask).block_until_ready()
     return common.best_of(run, repeats)
 
 
@@ -77,9 +82,7 @@ def penzai_checked(hf, ours, ids, mask):
         print("Penzai: not installed (pip install -e '.[bench]'); its comparison is skipped")
         return None
     run = penzai_peer.residual_runner(hf)
-    ref_h = jax.jit(
-        lambda p, t, k: models.forward(ours.config, p, t, k, None, Record.residuals())[1]
-    )(ours.params, ids[:16], mask[:16]).hidden_states()
+    ref_h = residuals_fn(ours)(ours.params, ids[:16], mask[:16])
     real = mask[:16].astype(bool)
     diff = float(np.abs(np.asarray(run(ids[:16]))[:, real] - np.asarray(ref_h)[:, real]).max())
     print(f"Penzai: max |difference| from jaxcirc's residual streams at real tokens {diff:.1e}")
@@ -177,7 +180,7 @@ def main():
             penzai_run = penzai_checked(hf, ours, ids, mask)
         for batch in [int(b) for b in args.batches.split(",")]:
             padded = [(ids[i : i + batch], mask[i : i + batch]) for i in range(0, len(ids), batch)]
-            tj = bench_jax(ours, ids, mask, batch, args.repeats)
+            tj = bench_jax(ours, padded, args.repeats)
             tp, plan = bench_jax_packed(ours, ids, mask, batch, args.repeats)
             th = bench_torch(hf, padded, args.repeats)
             tb = bench_torch(base, padded, args.repeats)

@@ -24,7 +24,6 @@ import numpy as np
 class Call:
     """One forward pass: `rows` rows of `width` slots.
 
-    members: per row, the prompt indices it holds, in slot order.
     prompt, pos, row, slot: int `[tokens]` each, where every real token of this call's prompts
       comes from (prompt index, position in the prompt) and goes to (row, slot).
     segment: int `[tokens]`, each token's segment id: k for the k-th prompt of its row (from 1).
@@ -32,7 +31,6 @@ class Call:
 
     rows: int
     width: int
-    members: tuple[tuple[int, ...], ...]
     prompt: np.ndarray
     pos: np.ndarray
     row: np.ndarray
@@ -93,7 +91,6 @@ class Plan:
                 Call(
                     rows=self.rows_per_call,
                     width=self.width,
-                    members=tuple(members),
                     prompt=cat(prompt),
                     pos=cat(pos),
                     row=cat(row),

@@ -959,7 +959,7 @@ def run_steering(
         "top_k": int(cfg.top_k),
         "sample_seed": int(cfg.sample_seed),
         "max_new_tokens": int(cfg.max_new_tokens),
-        "min_new_tokens": int(cfg.get("min_new_tokens", 0)),
+        "min_new_tokens": settings.sampling.min_new_tokens,
     }
     k_e = len(emotions)
     rows = _effect_rows(effects, names, k_e, layers, alphas, norms, scales, labels, cfg)
@@ -1023,7 +1023,7 @@ def run_steering(
         "empty_continuations": {
             "unsteered": float(np.mean(np.asarray(sweep.base.eos_at) == 0)),
             "steered": float(np.mean(np.asarray(flat.eos_at) == 0)) if len(flat.eos_at) else None,
-            "min_new_tokens": int(cfg.get("min_new_tokens", 0)),
+            "min_new_tokens": settings.sampling.min_new_tokens,
             "definition": "share of continuations whose first generated token is EOS (no text "
             "to score); steered = every cell with alpha != 0, emotion and random directions; "
             "min_new_tokens > 0: EOS was held back for that many tokens, so none end at once",
@@ -1370,6 +1370,7 @@ def run_patching(
         names = list(vectors)
     layers = _layers(cfg.patch_layers, mc.n_layers)
     sites = tuple(cfg.patch_sites)
+    settings = _settings(cfg, mc.eos_token_id)
     res = patching_sweep(
         mc,
         model.params,
@@ -1380,7 +1381,7 @@ def run_patching(
         layers,
         sites,
         cfg.patch_positions,
-        _settings(cfg, mc.eos_token_id),
+        settings,
         None if word_ids is None else word_ids.all_ids(),
         proj_dirs,
     )
@@ -1396,7 +1397,7 @@ def run_patching(
         "positions": cfg.patch_positions,
         "temperature": float(cfg.temperature),
         "max_new_tokens": int(cfg.max_new_tokens),
-        "min_new_tokens": int(cfg.get("min_new_tokens", 0)),
+        "min_new_tokens": settings.sampling.min_new_tokens,
     }
     rows, files, samples = [], {}, []
     curves = {}

@@ -31,8 +31,10 @@ def _prompts(seed, vocab, lengths=(7, 3, 9, 5)):
     return left, lmask, right, rmask
 
 
-def _hf_generate(hf, ids, mask, new, hook_layer=None, vec=None):
-    hf.generation_config.eos_token_id = None  # never stop early: our shapes are static
+def _hf_generate(hf, ids, mask, new, hook_layer=None, vec=None, eos_id=None, min_new_tokens=0):
+    """transformers' greedy continuation [batch, <= new]. eos_id None: never stops early (our
+    shapes are static); else rows stop at EOS (then pad with 0), held back for min_new_tokens."""
+    hf.generation_config.eos_token_id = eos_id
     hf.generation_config.pad_token_id = 0
     handle = None
     if hook_layer is not None:
@@ -47,6 +49,7 @@ def _hf_generate(hf, ids, mask, new, hook_layer=None, vec=None):
                 input_ids=torch.as_tensor(ids),
                 attention_mask=torch.as_tensor(mask),
                 max_new_tokens=new,
+                min_new_tokens=min_new_tokens,
                 do_sample=False,
             )
     finally:
@@ -93,17 +96,7 @@ def test_min_new_tokens_equals_transformers_generate(family):
     toks = np.asarray(got.tokens)
     assert not (toks[:, :k] == eos).any()
     assert (toks[0] != free[0]).any()
-    hf.generation_config.eos_token_id = eos
-    hf.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        out = hf.generate(
-            input_ids=torch.as_tensor(left),
-            attention_mask=torch.as_tensor(lmask),
-            max_new_tokens=NEW,
-            min_new_tokens=k,
-            do_sample=False,
-        )
-    want = out[:, left.shape[1] :].numpy()
+    want = _hf_generate(hf, left, lmask, NEW, eos_id=eos, min_new_tokens=k)
     for row, hf_row in zip(toks, want, strict=True):
         # transformers stops a row at its EOS (then pads); we go on: compare up to the EOS
         n = len(hf_row)
