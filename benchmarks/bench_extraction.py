@@ -5,7 +5,7 @@ transformers `output_hidden_states=True`, with the LM head (what users run) and 
 base model, `model.transformer` / `model.gpt_neox`), full-size random GPT-2, Pythia-160M and
 GPT-Neo-125M, batch 16 and 64, all in one run beside the matmul peak measured in the same run.
 Two comparisons: A, both on the same batches right-padded to 12 (equal work); B, each its best
-way: jaxcirc's packed rows exactly as `jaxcirc.extract` plans them, transformers' base model on
+way: jaxcirc's packed rows exactly as `jaxcirc.phases.extract` plans them, transformers' base model on
 length-sorted batches each cut to its longest prompt (the least padding one prompt per row has).
 For Pythia, Penzai 0.2.5 (the JAX peer the issue sets as the floor) on A's batches, when installed.
 
@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 import models  # noqa: E402
 from benchmarks import common, penzai_peer  # noqa: E402
-from jaxcirc import extract  # noqa: E402
+from jaxcirc.phases import extract  # noqa: E402
 from models import Record  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def bench_jax(m, batches, repeats):
 
 
 def bench_jax_packed(m, ids, mask, batch, repeats):
-    """What `jaxcirc.extract.extract_residuals` runs: its own packing plan (several prompts per
+    """What `jaxcirc.phases.extract.extract_residuals` runs: its own packing plan (several prompts per
     row, one row width, about `batch` prompts per call) through its own jitted forward; the
     plan and the compile are made before timing. Returns (seconds, plan)."""
     lengths = mask.sum(1)
@@ -155,7 +155,7 @@ def main():
     print(f"matmul peak (2048^3 fp32, this run): jax {peak:.0f} GFLOP/s, torch {tpeak:.0f} GFLOP/s")
     print(
         "A: same batches, every prompt right-padded to 12 in both (equal work). B: each run its "
-        "best way: jaxcirc as `jaxcirc.extract` runs it (packed: several prompts per row, one "
+        "best way: jaxcirc as `jaxcirc.phases.extract` runs it (packed: several prompts per row, one "
         "width), transformers on prompts sorted by length, each batch cut to its own longest. "
         "% peak counts the FLOPs each computes (padding and packed rows' masked keys included); "
         "useful % counts real tokens only."

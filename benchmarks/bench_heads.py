@@ -38,8 +38,8 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from jaxcirc import heads
-from jaxcirc.measures import WordIds
+from jaxcirc.core.measures import WordIds
+from jaxcirc.phases import heads
 from models import families
 from models.api import LoadedModel
 

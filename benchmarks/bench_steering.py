@@ -8,7 +8,7 @@ no early stop, one random unit direction per layer, alphas in units of alpha_uni
 typical residual norm. transformers adds the vector with a forward pre-hook on block L (every
 position, prompt and generated) and generates each (layer, alpha) cell as one left-padded batch of
 the prompts; it is timed on a sample of cells and scaled to the sweep (printed as such). jaxcirc
-runs the whole sweep as one `jaxcirc.steering.steering_sweep` call. Prompts: random token ids with
+runs the whole sweep as one `jaxcirc.phases.steering.steering_sweep` call. Prompts: random token ids with
 the lengths of the study's 35 real-world texts (their words and punctuation marks: about GPT-2's
 token count for plain English; no tokenizer is available offline).
 
@@ -38,8 +38,8 @@ import numpy as np
 from jax import monitoring
 
 from benchmarks import common
-from jaxcirc import prompts as study_prompts
-from jaxcirc import steering
+from jaxcirc.data import prompts as study_prompts
+from jaxcirc.phases import steering
 from models.generate import GREEDY
 
 ALPHAS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)

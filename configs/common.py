@@ -6,7 +6,9 @@ import ml_collections
 
 
 def base_config() -> ml_collections.ConfigDict:
-    from jaxcirc import heads, phase_alignment, phase_vectors, steering
+    from jaxcirc.phases import alignment as phase_alignment
+    from jaxcirc.phases import heads, steering
+    from jaxcirc.phases import vectors as phase_vectors
 
     c = ml_collections.ConfigDict()
     c.name = ""  # shown in the report title
@@ -49,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.heads.vector_method = "sentence_end"  # the emotion direction heads are scored against
     c.heads.vector_centre = "neutral"
     # Phase 7 future work: multi-head circuits, MLP neurons, top heads + L0H0 with generation.
-    from jaxcirc import circuits, head_generation, neurons
+    from jaxcirc.phases import circuits, head_generation, neurons
 
     c.heads_circuits = circuits.default_config()
     c.heads_neurons = neurons.default_config()

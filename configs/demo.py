@@ -23,13 +23,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.name = "demo (trained stand-ins)" + (" - smoke size" if arg == "smoke" else "")
 
     c.models = ml_collections.ConfigDict()
-    c.models.kind = "standin"  # small models of each family, trained here (jaxcirc.demo_models)
+    c.models.kind = "standin"  # small models of each family, trained here (jaxcirc.demo.standins)
     c.models.families = ["gpt2", "gpt_neox", "gpt_neo"]
     c.models.cache_dir = "~/.cache/jaxcirc/demo"  # trained params + tokenizer, reused on reruns
     c.models.corpus_lines = 4000  # lines of the generated training corpus
     c.models.seed = 0
     c.models.train = ml_collections.ConfigDict()
-    from jaxcirc import demo_models
+    from jaxcirc.demo import standins as demo_models
 
     for k, v in demo_models.TrainConfig().__dict__.items():
         c.models.train[k] = v

@@ -3,7 +3,7 @@
     run_study(cfg, workdir)            # every phase in cfg.phases, then the report
     run_phase("vectors", cfg, workdir) # one phase (and whatever it needs that is not done yet)
 
-Each phase is a `Stage` of the run directory (jaxcirc.artifacts): its key is the phase's config
+Each phase is a `Stage` of the run directory (jaxcirc.infra.artifacts): its key is the phase's config
 section plus the output hashes of the stages it reads, so an interrupted run resumes where it
 stopped and a changed config recomputes exactly the phases it affects. Models are loaded lazily:
 a rerun whose phases are all done loads nothing.
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import ml_collections
 
-from jaxcirc import artifacts, dataset, progress
+from jaxcirc.data import dataset
+from jaxcirc.infra import artifacts, progress
 
 PHASES = (
     "dataset",
@@ -108,7 +109,7 @@ def _load_models(cfg):
 
     mc = cfg.models
     if mc.kind == "standin":
-        from jaxcirc import demo_models
+        from jaxcirc.demo import standins as demo_models
 
         train_cfg = demo_models.TrainConfig(**mc.train.to_dict()) if "train" in mc else None
         loaded, metrics = demo_models.load_or_train(
@@ -158,14 +159,14 @@ def model_identity(m) -> dict:
 def model_labels(cfg) -> list[str]:
     if cfg.models.kind == "checkpoint":
         return [s.label for s in cfg.models.sources]
-    from jaxcirc import demo_models
+    from jaxcirc.demo import standins as demo_models
 
     shape = _standin_shape(cfg.models)
     return [demo_models.standin_label(f, shape) for f in cfg.models.families]
 
 
 def _standin_shape(mc):
-    from jaxcirc import demo_models
+    from jaxcirc.demo import standins as demo_models
 
     return (
         demo_models.StandinShape(**mc.shape.to_dict())
@@ -231,7 +232,7 @@ def _records(st: Study, name: str) -> list[dataset.Record]:
 
 
 def _phase_extract(st: Study, ds_hash: str) -> dict[str, str]:
-    from jaxcirc import extract
+    from jaxcirc.phases import extract
 
     hashes = {}
     for label in model_labels(st.cfg):
@@ -276,13 +277,13 @@ def _slug(label: str) -> str:
 
 
 def _load_acts(st: Study, label: str):
-    from jaxcirc import extract
+    from jaxcirc.phases import extract
 
     return extract.Activations.load(st.run.root / "extract" / _slug(label) / "activations.npz")
 
 
 def _vectors_one(st: Study, label: str, h: str) -> str:
-    from jaxcirc import phase_vectors
+    from jaxcirc.phases import vectors as phase_vectors
 
     stage = st.run.stage(f"vectors/{_slug(label)}", st.key("vectors", acts=h))
     if not stage.done:
@@ -294,7 +295,7 @@ def _vectors_one(st: Study, label: str, h: str) -> str:
 
 
 def _phase_alignment(st: Study, acts_hashes: dict[str, str]) -> str | None:
-    from jaxcirc import phase_alignment
+    from jaxcirc.phases import alignment as phase_alignment
 
     if len(acts_hashes) < 2:
         log("alignment: skipped (needs two models)")
@@ -311,7 +312,7 @@ def _phase_alignment(st: Study, acts_hashes: dict[str, str]) -> str | None:
 
 def _vectors(st: Study, label: str, kind: str, centre: str) -> dict:
     """The emotion vectors a later phase uses: {emotion: [layer+1, d_model]} (numpy)."""
-    from jaxcirc import phase_vectors
+    from jaxcirc.phases import vectors as phase_vectors
 
     return phase_vectors.emotion_vectors(_load_acts(st, label), kind, centre)
 
@@ -321,7 +322,7 @@ def _texts(records) -> list[str]:
 
 
 def _steering_one(st: Study, label: str, h: str) -> str:
-    from jaxcirc import steering
+    from jaxcirc.phases import steering
 
     cfg = st.cfg
     stage = st.run.stage(
@@ -396,7 +397,7 @@ def _heads_extras(cfg, n_layers: int) -> dict:
 
 def _jsonable(obj):
     """A phase helper's result as something json can hold (dataclasses, arrays, paths)."""
-    from jaxcirc import stats
+    from jaxcirc.core import stats
 
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
@@ -412,7 +413,7 @@ def _jsonable(obj):
 
 
 def _heads_one(st: Study, label: str, h: str) -> str:
-    from jaxcirc import circuits, head_generation, heads, neurons
+    from jaxcirc.phases import circuits, head_generation, heads, neurons
 
     cfg = st.cfg
     stage = st.run.stage(
@@ -494,7 +495,7 @@ def _heads_one(st: Study, label: str, h: str) -> str:
 
 
 def _phase_cross_model(st: Study, align_hash: str | None, vec_hashes: dict[str, str]) -> str | None:
-    from jaxcirc import cross_model
+    from jaxcirc.phases import cross_model
 
     if align_hash is None:
         log("cross_model: skipped (needs the alignment phase)")

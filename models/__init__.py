@@ -5,7 +5,7 @@
 
 The second form runs packed rows (several prompts one after another in a row, `segments` [batch,
 pos] naming each token's prompt, 0 at padding): each prompt gets its own positions and attention,
-as if alone; `jaxcirc.packing` plans such rows.
+as if alone; `jaxcirc.core.packing` plans such rows.
 
 See `models.contract` for the contract, `models.transformer` for the shared block, and one file per
 family (`gpt2`, `gpt_neox`, `gpt_neo`) for what differs and how HF checkpoints convert.

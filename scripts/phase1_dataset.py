@@ -23,7 +23,8 @@ if __package__ in (None, ""):
 
 from absl import app, flags
 
-from jaxcirc import artifacts, dataset
+from jaxcirc.data import dataset
+from jaxcirc.infra import artifacts
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Directory for <set>.jsonl and dataset_stats.json.")
 _SETS = flags.DEFINE_list("sets", list(dataset.SETS), "Sets to build, comma separated.")

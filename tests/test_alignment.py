@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from jaxcirc import alignment, subspace
+from jaxcirc.core import alignment, subspace
 
 D = 64
 K = 3

@@ -1,6 +1,6 @@
-"""Tests for jaxcirc.artifacts (atomic writes, config hashing, resumable stages).
+"""Tests for jaxcirc.infra.artifacts (atomic writes, config hashing, resumable stages).
 
-Also holds the tests of jaxcirc.progress (the brief assigned no test file of its own).
+Also holds the tests of jaxcirc.infra.progress (the brief assigned no test file of its own).
 """
 
 import dataclasses
@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxcirc import artifacts, progress
+from jaxcirc.infra import artifacts, progress
 
 # --------------------------------------------------------------------------- atomic writes
 

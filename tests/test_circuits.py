@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcirc import circuits, heads
-from jaxcirc.measures import WordIds
+from jaxcirc.core.measures import WordIds
+from jaxcirc.phases import circuits, heads
 from tests.test_heads import WORDS, planted_model, planted_prompts
 
 PLANTED = ((0, 1), (1, 2))

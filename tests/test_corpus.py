@@ -1,4 +1,4 @@
-"""Tests for jaxcirc.corpus: the demo models' training corpus."""
+"""Tests for jaxcirc.demo.corpus: the demo models' training corpus."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from jaxcirc import corpus, dataset, lexicon, prompts
+from jaxcirc.data import dataset, lexicon, prompts
+from jaxcirc.demo import corpus
 
 
 @pytest.fixture(scope="module")

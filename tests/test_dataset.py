@@ -1,4 +1,4 @@
-"""Tests for jaxcirc.dataset / jaxcirc.prompts (Phase 1) and scripts/phase1_dataset.py."""
+"""Tests for jaxcirc.data.dataset / jaxcirc.data.prompts (Phase 1) and scripts/phase1_dataset.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcirc import dataset, lexicon, prompts
-from jaxcirc.dataset import EMOTIONS, DatasetError, Record
+from jaxcirc.data import dataset, lexicon, prompts
+from jaxcirc.data.dataset import EMOTIONS, DatasetError, Record
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "phase1_dataset.py"
@@ -24,7 +24,7 @@ def built() -> dict[str, list[Record]]:
 
 
 def _stem_hits(text: str) -> dict[str, int]:
-    """Words starting with a stem of jaxcirc.lexicon.EMOTION_KEYWORDS, per emotion."""
+    """Words starting with a stem of jaxcirc.data.lexicon.EMOTION_KEYWORDS, per emotion."""
     words = re.findall(r"\w+(?:'\w+)*", text.casefold())
     return {
         e: sum(any(w.startswith(s) for s in stems) for w in words)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import models
-from jaxcirc import bpe, corpus
-from jaxcirc import demo_models as dm
+from jaxcirc.demo import bpe, corpus
+from jaxcirc.demo import standins as dm
 
 TINY_SHAPE = dm.StandinShape(n_layers=2, d_model=64, n_heads=2, n_ctx=64, local_window=8)
 TINY_TRAIN = dm.TrainConfig(steps=150, batch=16, seq_len=64, lr=5e-3, warmup=5)

@@ -17,7 +17,8 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import PreTrainedTokenizerFast
 
 import models
-from jaxcirc import dataset, extract
+from jaxcirc.data import dataset
+from jaxcirc.phases import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcirc import head_generation as hg
+from jaxcirc.phases import head_generation as hg
 from models import Edits
 from tests.test_heads import PLANTED, planted_model, planted_prompts
 

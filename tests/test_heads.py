@@ -16,8 +16,8 @@ from tokenizers import models as tok_models
 from transformers import PreTrainedTokenizerFast
 
 import models
-from jaxcirc import heads
-from jaxcirc.measures import WordIds, logit_diff
+from jaxcirc.core.measures import WordIds, logit_diff
+from jaxcirc.phases import heads
 from models import Edits, Record
 from tests import hf_reference as ref
 

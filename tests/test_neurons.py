@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import models
-from jaxcirc import heads, neurons
-from jaxcirc.measures import WordIds
+from jaxcirc.core.measures import WordIds
+from jaxcirc.phases import heads, neurons
 from models import Edits, Record
 from tests.test_heads import (
     WORDS,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import models
-from jaxcirc import packing
+from jaxcirc.core import packing
 from models import Record
 
 _MODELS: dict = {}

@@ -11,8 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from jaxcirc import dataset, phase_alignment
-from jaxcirc.extract import Activations
+from jaxcirc.data import dataset
+from jaxcirc.phases import alignment as phase_alignment
+from jaxcirc.phases.extract import Activations
 from tests.test_extract import _check_script
 
 POS, PER_CLASS = 6, 40

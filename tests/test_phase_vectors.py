@@ -11,8 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from jaxcirc import dataset, phase_vectors
-from jaxcirc.extract import Activations
+from jaxcirc.data import dataset
+from jaxcirc.phases import vectors as phase_vectors
+from jaxcirc.phases.extract import Activations
 from tests.test_extract import _check_script
 
 D, POS, PER_CLASS, LAYERS = 16, 6, 15, 3

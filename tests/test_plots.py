@@ -1,11 +1,12 @@
-"""Tests for jaxcirc.plots: figures build headless, save as real PNGs, and show their numbers."""
+"""Tests for jaxcirc.report.plots: figures build headless, save as real PNGs, and show their numbers."""
 
 import matplotlib
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from jaxcirc import artifacts, plots
+from jaxcirc.infra import artifacts
+from jaxcirc.report import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxcirc import probe
+from jaxcirc.core import probe
 
 K = 4
 N_PER = 30

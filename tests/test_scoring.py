@@ -1,9 +1,10 @@
-"""Tests for jaxcirc.scoring and the word lists in jaxcirc.lexicon."""
+"""Tests for jaxcirc.core.scoring and the word lists in jaxcirc.data.lexicon."""
 
 import numpy as np
 import pytest
 
-from jaxcirc import lexicon, scoring
+from jaxcirc.core import scoring
+from jaxcirc.data import lexicon
 
 
 def test_sentiment_signs_and_range():

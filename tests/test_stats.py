@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxcirc import stats
+from jaxcirc.core import stats
 
 
 def test_bootstrap_ci_covers_true_mean_at_nominal_rate():

@@ -13,7 +13,7 @@ from tokenizers import models as tok_models
 from transformers import PreTrainedTokenizerFast
 
 import models
-from jaxcirc import steering
+from jaxcirc.phases import steering
 from models import Edits, Record
 from models.generate import Sampling, generate
 

@@ -128,7 +128,9 @@ def test_crash_mid_phase_resumes_without_recomputing(smoke, tmp_path, monkeypatc
     import shutil
 
     from configs import demo
-    from jaxcirc import extract, phase_alignment, study
+    from jaxcirc import study
+    from jaxcirc.phases import alignment as phase_alignment
+    from jaxcirc.phases import extract
 
     work, cache, _ = smoke
     run = tmp_path / "run"
@@ -167,7 +169,8 @@ def test_tasks_in_threads_match_one_after_another(smoke, tmp_path):
     import numpy as np
 
     from configs import demo
-    from jaxcirc import artifacts, study
+    from jaxcirc import study
+    from jaxcirc.infra import artifacts
 
     work, cache, _ = smoke
     cfg = demo.get_config("smoke")
@@ -293,7 +296,7 @@ def test_unknown_phase(tmp_path):
 
 
 def test_steering_verdict_names_what_clears_the_random_band():
-    from jaxcirc import report_effects
+    from jaxcirc.report import effects as report_effects
 
     def b(ci, band, layer=2):
         return {

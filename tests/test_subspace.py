@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxcirc import subspace
+from jaxcirc.core import subspace
 
 
 def test_principal_angles_of_constructed_subspaces():

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxcirc import vectors
+from jaxcirc.core import vectors
 
 K = 4  # classes; 0 = neutral
 NEUTRAL = 0

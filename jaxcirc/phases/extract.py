@@ -10,7 +10,7 @@ Layer axis: index 0 is the embedding output (token + learned position embeddings
 stream after block l-1 (`resid_pre[l]`), index L is `resid_post` (before the final layer norm).
 This equals transformers' `hidden_states[:-1]` plus our pre-LN final stream.
 
-Prompts are tokenised once and packed (`jaxcirc.packing`): several prompts share a row of one
+Prompts are tokenised once and packed (`jaxcirc.core.packing`): several prompts share a row of one
 width (a multiple of `pad_to_multiple`), each seeing only its own tokens and positions, so little
 compute goes to padding and every call has one shape (one compile). About `batch_size` prompts'
 tokens go through per call. Padding positions of the result hold zeros and `mask` is False there.
@@ -28,8 +28,10 @@ import jax
 import numpy as np
 
 import models
-from jaxcirc import artifacts, dataset, packing
-from jaxcirc.progress import progress
+from jaxcirc.core import packing
+from jaxcirc.data import dataset
+from jaxcirc.infra import artifacts
+from jaxcirc.infra.progress import progress
 
 FORMAT = "jaxcirc.activations/1"
 

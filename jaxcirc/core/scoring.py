@@ -15,7 +15,7 @@ Rates are per 10 words, not raw counts, so longer generations do not score highe
 10 words is about one short sentence, which keeps the numbers readable (0.5 = one hit in 20 words).
 A "word" is a run of letters/digits/underscores with inner apostrophes ("don't" is one word).
 An empty or whitespace-only text has no words and scores 0 on every measure (VADER also gives 0).
-The word lists and their matching rules live in `jaxcirc.lexicon`.
+The word lists and their matching rules live in `jaxcirc.data.lexicon`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxcirc import lexicon
+from jaxcirc.data import lexicon
 
 _WORD = re.compile(r"\w+(?:'\w+)*")
 _PER_WORDS = 10.0

@@ -31,7 +31,7 @@ import json
 
 import numpy as np
 
-from jaxcirc.stats import NullBand, summarise_null, to_jsonable
+from jaxcirc.core.stats import NullBand, summarise_null, to_jsonable
 
 CENTRES = ("raw", "neutral", "grand")
 METHODS = ("sentence_end", "token", "token_delta")

@@ -51,9 +51,11 @@ import ml_collections
 import numpy as np
 from scipy import stats as sps
 
-from jaxcirc import artifacts, lexicon, plots
-from jaxcirc.measures import WordIds, unit, word_token_ids
-from jaxcirc.stats import bootstrap_ci, summarise_null
+from jaxcirc.core.measures import WordIds, unit, word_token_ids
+from jaxcirc.core.stats import bootstrap_ci, summarise_null
+from jaxcirc.data import lexicon
+from jaxcirc.infra import artifacts
+from jaxcirc.report import plots
 from models.config import ModelConfig
 from models.contract import Edits, Record
 from models.transformer import MLP, Context, LayerNorm, make_context, rotary, run_blocks

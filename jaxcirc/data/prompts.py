@@ -1,7 +1,7 @@
 """The study's prompt texts (Phase 1), written for jaxcirc in English.
 
 Every text is written with its spans marked in square brackets: "[Thank you] for the lovely
-dinner." is the text "Thank you for the lovely dinner." with the span (0, 9). `jaxcirc.dataset`
+dinner." is the text "Thank you for the lovely dinner." with the span (0, 9). `jaxcirc.data.dataset`
 strips the brackets and turns them into character spans; no text may contain a literal bracket.
 
 - Emotional texts (gratitude, anger, apology) mark their emotion-bearing words, and every marked
@@ -24,7 +24,7 @@ from __future__ import annotations
 SPAN_LEXICON: dict[str, tuple[str, ...]] = {
     # Lowercased strings an emotional span may cover (the word forms the texts use; "thank you",
     # "my fault" and "my mistake" are spans as a whole). Every entry but the last two starts with
-    # a stem of jaxcirc.lexicon.EMOTION_KEYWORDS for the same emotion, so the keyword scorer sees
+    # a stem of jaxcirc.data.lexicon.EMOTION_KEYWORDS for the same emotion, so the keyword scorer sees
     # every emotional text; "my fault"/"my mistake" are not in that lexicon, so the texts that use
     # them also say "sorry". tests/test_dataset.py checks both.
     "gratitude": (

@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from jaxcirc.report import _f, _imgs, _read, _slug
+from jaxcirc.report.markdown import _f, _imgs, _read, _slug
 
 EMOTIONS = ("gratitude", "anger", "apology")
 

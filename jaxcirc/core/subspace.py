@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcirc.stats import NullBand, summarise_null
+from jaxcirc.core.stats import NullBand, summarise_null
 
 
 def orthonormalise(a, tol: float = 1e-10) -> np.ndarray:

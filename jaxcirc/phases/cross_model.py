@@ -22,9 +22,12 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from jaxcirc import alignment, artifacts, dataset, steering
-from jaxcirc.phase_alignment import features, pairings
-from jaxcirc.phase_vectors import emotion_vectors
+from jaxcirc.core import alignment
+from jaxcirc.data import dataset
+from jaxcirc.infra import artifacts
+from jaxcirc.phases import steering
+from jaxcirc.phases.alignment import features, pairings
+from jaxcirc.phases.vectors import emotion_vectors
 
 NEUTRAL = dataset.EMOTIONS.index("neutral")
 EMOTIONS = ("gratitude", "anger", "apology")

@@ -110,5 +110,5 @@ def load_tokenizer(path: str | os.PathLike):
     """The tokenizer a `save_tokenizer` call wrote (a tokenizer.json file)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no tokenizer at {path}; train one with jaxcirc.bpe.train_tokenizer")
+        raise ValueError(f"no tokenizer at {path}; train one with jaxcirc.demo.bpe.train_tokenizer")
     return _wrap(Tokenizer.from_file(str(path)))

@@ -27,7 +27,7 @@ import json
 
 import numpy as np
 
-from jaxcirc.stats import to_jsonable
+from jaxcirc.core.stats import to_jsonable
 
 _MIN_SHRINKAGE = 1e-6
 

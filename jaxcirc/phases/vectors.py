@@ -21,7 +21,7 @@ Files written to out_dir (every number says its method, centring, layer and seed
 
 Positions: "sentence_end" reads each prompt's last real token; "token" the tokens of the record's
 spans (emotion words; neutral: form-matched anchors); "token_delta" the change h[t] - h[t-1] at
-those tokens. Centrings: see `jaxcirc.vectors`.
+those tokens. Centrings: see `jaxcirc.core.vectors`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from jaxcirc import artifacts, dataset, plots, probe, subspace, vectors
-from jaxcirc.extract import Activations, layer_names, sentence_end, span_mean
+from jaxcirc.core import probe, subspace, vectors
+from jaxcirc.data import dataset
+from jaxcirc.infra import artifacts
+from jaxcirc.phases.extract import Activations, layer_names, sentence_end, span_mean
+from jaxcirc.report import plots
 
 EMOTIONAL = ("gratitude", "anger", "apology")
 NEUTRAL_INDEX = dataset.EMOTIONS.index("neutral")
@@ -43,10 +46,10 @@ PROBE_FEATURES = ("sentence_end", "span_mean")
 
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    # Ways to read a class direction (jaxcirc.vectors.METHODS): last real token, the span
+    # Ways to read a class direction (jaxcirc.core.vectors.METHODS): last real token, the span
     # tokens, the change at the span tokens.
     c.methods = ("sentence_end", "token", "token_delta")
-    # Centrings (jaxcirc.vectors.CENTRES): raw class mean, minus the neutral mean, minus the mean
+    # Centrings (jaxcirc.core.vectors.CENTRES): raw class mean, minus the neutral mean, minus the mean
     # of the four class means. Raw cosines sit near 1 in anisotropic streams: report all three.
     c.centres = ("raw", "neutral", "grand")
     # Label permutations for the cosine null (class sizes kept).
@@ -87,7 +90,7 @@ def _check_config(cfg) -> None:
 
 
 def _method_inputs(acts: Activations, method: str):
-    """(acts for jaxcirc.vectors, token_mask or None)."""
+    """(acts for jaxcirc.core.vectors, token_mask or None)."""
     if method == "sentence_end":
         return sentence_end(acts), None
     return acts.resid, acts.span_mask

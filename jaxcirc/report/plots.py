@@ -2,7 +2,7 @@
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot's figure manager, so
 nothing is ever shown, nothing needs closing, and figures do not pile up in long runs; save them
-with `jaxcirc.artifacts.save_figure`. Titles are required arguments: the caller must say what the
+with `jaxcirc.infra.artifacts.save_figure`. Titles are required arguments: the caller must say what the
 number is (raw or centred, which layer and position, which model and seed), because a figure
 leaves the run directory without its config.
 """

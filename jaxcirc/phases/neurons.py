@@ -1,7 +1,7 @@
 """MLP neurons (the study's future work): the head-screening machinery over the neurons of a
 chosen layer range.
 
-Scores are support scores, as for heads (`jaxcirc.heads`): how much the neuron pushes the emotion
+Scores are support scores, as for heads (`jaxcirc.phases.heads`): how much the neuron pushes the emotion
 measure m_e up on e's prompts. Removal kinds: "zero" (activation -> 0) and "mean" (-> its mean
 over the neutral prompts' real tokens), at every position.
 
@@ -28,9 +28,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcirc import artifacts, heads, plots
-from jaxcirc.measures import WordIds, word_token_ids
-from jaxcirc.stats import bootstrap_ci
+from jaxcirc.core.measures import WordIds, word_token_ids
+from jaxcirc.core.stats import bootstrap_ci
+from jaxcirc.infra import artifacts
+from jaxcirc.phases import heads
+from jaxcirc.report import plots
 from models.config import ModelConfig
 from models.contract import Edits, Record
 from models.transformer import forward as model_forward

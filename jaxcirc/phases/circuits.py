@@ -1,7 +1,7 @@
 """Multi-head circuits (the study's future work): which SET of heads carries an emotion, and do
 heads act together (joint effect of k heads vs the sum of their single effects)?
 
-Two modes, both on one emotion e and one measure m_e (see `jaxcirc.heads`):
+Two modes, both on one emotion e and one measure m_e (see `jaxcirc.phases.heads`):
 
 - "ablation": on e's prompts, heads of the set S get z -> z_ref (zero, or the neutral mean z);
   effect(S) = m_e(clean) - m_e(S removed), per prompt (support: positive = S carries e).
@@ -31,9 +31,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcirc import artifacts, heads, plots
-from jaxcirc.measures import WordIds, word_token_ids
-from jaxcirc.stats import bootstrap_ci, paired_bootstrap_diff, summarise_null
+from jaxcirc.core.measures import WordIds, word_token_ids
+from jaxcirc.core.stats import bootstrap_ci, paired_bootstrap_diff, summarise_null
+from jaxcirc.infra import artifacts
+from jaxcirc.phases import heads
+from jaxcirc.report import plots
 from models.config import ModelConfig
 from models.contract import Edits, Record
 from models.transformer import forward as model_forward

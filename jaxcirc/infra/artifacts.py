@@ -236,11 +236,11 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def save_figure(path: str | os.PathLike, fig: Any, dpi: int = 120) -> Path:
     """Save a matplotlib Figure atomically; the format follows the suffix (PNG if none)."""
-    from jaxcirc.plots import LOCK  # drawing is matplotlib too: one figure at a time
+    from jaxcirc.report.plots import LOCK  # drawing is matplotlib too: one figure at a time
 
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
     # No bbox_inches="tight": it draws the figure a second time to measure it (about half of a
-    # study's plotting time). jaxcirc.plots lays every figure out itself.
+    # study's plotting time). jaxcirc.report.plots lays every figure out itself.
     with LOCK, _atomic_file(path) as f:
         fig.savefig(f, format=fmt, dpi=dpi)
     return Path(path)

@@ -7,7 +7,7 @@ For each head set (the study's named case L0H0, and the screen's top heads per e
 - "patching": on the neutral prompts, generate with the set's z -> its mean z over the emotion's
   prompts (the heads' emotional output patched in) and without; score(edited) - score(clean).
 
-Scores are `jaxcirc.scoring.score_texts` (sentiment, politeness, kw_<emotion>) of the generated
+Scores are `jaxcirc.core.scoring.score_texts` (sentiment, politeness, kw_<emotion>) of the generated
 continuation only. Each delta comes with a paired bootstrap CI over prompts, and beside it the
 control: the same edit on random head sets of the same size (`n_control` sets, seeded, drawn
 from the heads outside the set), pooled over sets.
@@ -25,8 +25,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcirc import artifacts, heads, plots, scoring
-from jaxcirc.stats import paired_bootstrap_diff
+from jaxcirc.core import scoring
+from jaxcirc.core.stats import paired_bootstrap_diff
+from jaxcirc.infra import artifacts
+from jaxcirc.phases import heads
+from jaxcirc.report import plots
 from models.config import ModelConfig
 from models.contract import Edits
 from models.generate import Sampling, generate

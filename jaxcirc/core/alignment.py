@@ -28,8 +28,8 @@ import warnings
 
 import numpy as np
 
-from jaxcirc.stats import NullBand, permutation_pvalue, summarise_null, to_jsonable
-from jaxcirc.subspace import (
+from jaxcirc.core.stats import NullBand, permutation_pvalue, summarise_null, to_jsonable
+from jaxcirc.core.subspace import (
     orthonormalise,
     overlap,
     principal_angles,

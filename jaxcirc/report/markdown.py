@@ -11,7 +11,8 @@ import json
 import math
 from pathlib import Path
 
-from jaxcirc import artifacts, dataset
+from jaxcirc.data import dataset
+from jaxcirc.infra import artifacts
 
 PAIRS = ("gratitude-anger", "gratitude-apology", "anger-apology")
 STUDY_SENTENCE_END = {
@@ -229,7 +230,7 @@ def write_report(root: Path, cfg) -> Path:
     lines += _section_dataset(root, cfg)
     lines += _section_vectors(root, labels)
     lines += _section_alignment(root)
-    from jaxcirc import report_effects
+    from jaxcirc.report import effects as report_effects
 
     lines += report_effects.section_steering(root, labels)
     lines += report_effects.section_heads(root, labels)

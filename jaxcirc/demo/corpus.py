@@ -30,12 +30,12 @@ import random
 import re
 from collections.abc import Sequence
 
-from jaxcirc import dataset
+from jaxcirc.data import dataset
 
 CORPUS_EMOTION_WORDS: dict[str, tuple[str, ...]] = {
     # The emotion words the templates below use (lowercase; "thank you", "my fault" and "my
-    # mistake" as phrases). A superset of jaxcirc.prompts.SPAN_LEXICON; every entry but the two
-    # phrases starts with a stem of jaxcirc.lexicon.EMOTION_KEYWORDS for the same emotion
+    # mistake" as phrases). A superset of jaxcirc.data.prompts.SPAN_LEXICON; every entry but the two
+    # phrases starts with a stem of jaxcirc.data.lexicon.EMOTION_KEYWORDS for the same emotion
     # (tests/test_corpus.py checks both), so the scorer's keyword counts and the corpus agree.
     "gratitude": (
         "thank you",

@@ -6,7 +6,7 @@ They are deliberately short and high-precision: a keyword counter is a crude pro
 fires in neutral text (e.g. "mad" inside "made", "kind" in "what kind of") is left out rather than
 risk counting it.
 
-Matching rules (implemented in `jaxcirc.scoring`):
+Matching rules (implemented in `jaxcirc.core.scoring`):
 
 - `EMOTION_KEYWORDS` entries are *stems*, matched at the start of a word: the entry "apolog"
   counts "apology", "apologies", "apologize", "apologise"; "thank" counts "thanks", "thankful".

@@ -40,8 +40,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcirc import artifacts, lexicon, measures, plots, scoring, stats
-from jaxcirc.progress import progress
+from jaxcirc.core import measures, scoring, stats
+from jaxcirc.data import lexicon
+from jaxcirc.infra import artifacts
+from jaxcirc.infra.progress import progress
+from jaxcirc.report import plots
 from models.contract import Edits, Record
 from models.generate import (
     Prefilled,
@@ -69,7 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # Which vectors are steered along: labels written beside every number (the caller passes the
     # vectors, chosen by these): "sentence_end" | "token" | "token_delta"; "raw" | "neutral" |
-    # "grand" (see jaxcirc.vectors).
+    # "grand" (see jaxcirc.core.vectors).
     c.vector_method = "sentence_end"
     c.vector_centre = "neutral"
     # Block inputs to steer at (resid_pre[L], L = 0 is the embedding); empty = every layer.
@@ -724,7 +727,7 @@ def row_measures(
 ) -> dict[str, np.ndarray]:
     """Every measure of every row, each [n]:
 
-    - text (if `texts`): sentiment, politeness, kw_<emotion> (jaxcirc.scoring);
+    - text (if `texts`): sentiment, politeness, kw_<emotion> (jaxcirc.core.scoring);
     - logit_diff_<e>: mean logit of e's words minus the other emotions' words, at the last prompt
       token (the next-token prediction before anything is generated);
     - proj_<name>: final residual (before ln_final) at the last prompt token . unit direction;

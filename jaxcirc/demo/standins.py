@@ -1,5 +1,5 @@
 """The offline demo's models: small stand-ins of GPT-2, Pythia (GPT-NeoX) and GPT-Neo, trained
-for a minute or two each on the corpus the project ships (`jaxcirc.corpus`).
+for a minute or two each on the corpus the project ships (`jaxcirc.demo.corpus`).
 
     models, metrics = load_or_train(Path("~/.cache/jaxcirc/demo").expanduser())
     for label, model in models.items():        # label says "stand-in" and how it was trained
@@ -7,7 +7,7 @@ for a minute or two each on the corpus the project ships (`jaxcirc.corpus`).
 
 Random weights would make every phase of the study report noise, so each stand-in learns the
 corpus first: the shapes are those of the real families at small size (`StandinShape`), the
-tokenizer is a byte-level BPE trained on the same corpus (`jaxcirc.bpe`), and training runs
+tokenizer is a byte-level BPE trained on the same corpus (`jaxcirc.demo.bpe`), and training runs
 through the shared `models.forward`, so the trained model is exactly the model the study runs.
 
 What a stand-in learned is measured on held-out corpus lines, beside two baselines: a uniform
@@ -40,8 +40,8 @@ import numpy as np
 import optax
 
 import models
-from jaxcirc import bpe, corpus
-from jaxcirc.progress import write_line
+from jaxcirc.demo import bpe, corpus
+from jaxcirc.infra.progress import write_line
 
 # Bump when training or packing changes what a given config produces: old cache entries then miss.
 TRAINER_VERSION = 1

@@ -33,7 +33,7 @@ mappings use for `str` input.
 
 The balanced sets ("baseline", "extended") have exactly the same number of records per emotion;
 `read_jsonl` refuses an unbalanced file unless told not to expect balance (the 35 real-world
-texts are only roughly balanced, see `jaxcirc.prompts.REALWORLD`).
+texts are only roughly balanced, see `jaxcirc.data.prompts.REALWORLD`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from jaxcirc import artifacts, prompts
+from jaxcirc.data import prompts
+from jaxcirc.infra import artifacts
 
 EMOTIONS: tuple[str, ...] = ("gratitude", "anger", "apology", "neutral")
 """All classes in table order; neutral is the reference class."""
@@ -234,7 +235,7 @@ def check_balance(records: Sequence[Record], where: str = "records") -> None:
 
 
 def build(set_name: str) -> list[Record]:
-    """The records of one set ("baseline", "extended" or "realworld"), from `jaxcirc.prompts`.
+    """The records of one set ("baseline", "extended" or "realworld"), from `jaxcirc.data.prompts`.
 
     Ordered by emotion (`EMOTIONS` order), then as written; ids are "<set>-<emotion>-<nnn>".
     Checks what the texts promise: spans of emotional records are entries of

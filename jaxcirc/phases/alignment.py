@@ -1,6 +1,6 @@
 """Phase 6: does model B hold model A's emotion subspace up to a change of basis? Fit maps A -> B
 on NEUTRAL activations only, carry A's emotion subspace through them, compare with B's; every
-figure beside its null (`jaxcirc.alignment.align`).
+figure beside its null (`jaxcirc.core.alignment.align`).
 
     summary = run_alignment({"gpt2": acts_gpt2, "pythia": acts_pythia}, default_config(), out)
 
@@ -46,9 +46,12 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from jaxcirc import alignment, artifacts, dataset, plots
-from jaxcirc.extract import Activations, layer_names, same_tokenization
-from jaxcirc.phase_vectors import emotion_subspaces
+from jaxcirc.core import alignment
+from jaxcirc.data import dataset
+from jaxcirc.infra import artifacts
+from jaxcirc.phases.extract import Activations, layer_names, same_tokenization
+from jaxcirc.phases.vectors import emotion_subspaces
+from jaxcirc.report import plots
 
 NEUTRAL_INDEX = dataset.EMOTIONS.index("neutral")
 FIT_ON = ("all_tokens", "sentence_end", "prompt_mean")

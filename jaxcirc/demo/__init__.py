@@ -1,0 +1,1 @@
+"""jaxcirc.demo."""
