@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import sections
+
 
 def base_config() -> ml_collections.ConfigDict:
-    from jaxcirc.phases import alignment as phase_alignment
-    from jaxcirc.phases import heads, steering
-    from jaxcirc.phases import vectors as phase_vectors
-
     c = ml_collections.ConfigDict()
     c.name = ""  # shown in the report title
     # Phases to run, in order; see jaxcirc.study.PHASES.
@@ -38,24 +36,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.extract = ml_collections.ConfigDict()
     c.extract.batch_size = 32  # about this many prompts per forward pass (packed into rows)
 
-    c.vectors = phase_vectors.default_config()
-    c.alignment = phase_alignment.default_config()
-    c.steering = steering.default_config()
+    c.vectors = sections.vectors()
+    c.alignment = sections.alignment()
+    c.steering = sections.steering()
     c.steering.max_prompts = 70  # neutral prompts used as steering inputs (all 70 of baseline)
     c.steering.vector_method = (
         "token"  # which emotion vectors steer: sentence_end | token | token_delta
     )
     c.steering.vector_centre = "neutral"  # raw | neutral | grand
     c.steering.patch_emotions = ["gratitude", "anger"]  # source emotions patched into neutral
-    c.heads = heads.default_config()
+    c.heads = sections.heads()
     c.heads.vector_method = "sentence_end"  # the emotion direction heads are scored against
     c.heads.vector_centre = "neutral"
     # Phase 7 future work: multi-head circuits, MLP neurons, top heads + L0H0 with generation.
-    from jaxcirc.phases import circuits, head_generation, neurons
-
-    c.heads_circuits = circuits.default_config()
-    c.heads_neurons = neurons.default_config()
-    c.heads_generation = head_generation.default_config()
+    c.heads_circuits = sections.heads_circuits()
+    c.heads_neurons = sections.heads_neurons()
+    c.heads_generation = sections.heads_generation()
     # One BOS choice for the whole study: the phases that tokenise again follow it.
     c.steering.prepend_bos = c.get_ref("prepend_bos")
     c.heads.prepend_bos = c.get_ref("prepend_bos")

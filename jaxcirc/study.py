@@ -22,6 +22,7 @@ from pathlib import Path
 import ml_collections
 
 from jaxcirc.data import dataset
+from jaxcirc.data.emotions import EMOTIONAL
 from jaxcirc.infra import artifacts, progress
 
 PHASES = (
@@ -236,7 +237,7 @@ def _phase_extract(st: Study, ds_hash: str) -> dict[str, str]:
 
     hashes = {}
     for label in model_labels(st.cfg):
-        stage_name = f"extract/{_slug(label)}"
+        stage_name = f"extract/{artifacts.slug(label)}"
         key_args = dict(ds=ds_hash, bos=st.cfg.prepend_bos, label=label)
         stage = st.run.stage(stage_name, st.key("extract", **key_args, model=_ident(st, label)))
         if not stage.done:
@@ -272,20 +273,18 @@ def _listing(stage) -> dict[str, str]:
     }
 
 
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label.split(" ")[0])
-
-
 def _load_acts(st: Study, label: str):
     from jaxcirc.phases import extract
 
-    return extract.Activations.load(st.run.root / "extract" / _slug(label) / "activations.npz")
+    return extract.Activations.load(
+        st.run.root / "extract" / artifacts.slug(label) / "activations.npz"
+    )
 
 
 def _vectors_one(st: Study, label: str, h: str) -> str:
     from jaxcirc.phases import vectors as phase_vectors
 
-    stage = st.run.stage(f"vectors/{_slug(label)}", st.key("vectors", acts=h))
+    stage = st.run.stage(f"vectors/{artifacts.slug(label)}", st.key("vectors", acts=h))
     if not stage.done:
         log(f"vectors: {label}")
         summary = phase_vectors.run_vectors(_load_acts(st, label), st.cfg.vectors, stage.dir)
@@ -326,7 +325,7 @@ def _steering_one(st: Study, label: str, h: str) -> str:
 
     cfg = st.cfg
     stage = st.run.stage(
-        f"steering/{_slug(label)}", st.key("steering", vectors=h, model=_ident(st, label))
+        f"steering/{artifacts.slug(label)}", st.key("steering", vectors=h, model=_ident(st, label))
     )
     if not stage.done:
         log(f"steering: {label}")
@@ -417,7 +416,7 @@ def _heads_one(st: Study, label: str, h: str) -> str:
 
     cfg = st.cfg
     stage = st.run.stage(
-        f"heads/{_slug(label)}",
+        f"heads/{artifacts.slug(label)}",
         st.key(
             "heads",
             vectors=h,
@@ -428,10 +427,7 @@ def _heads_one(st: Study, label: str, h: str) -> str:
     if not stage.done:
         log(f"heads: {label}")
         prompts = _records(st, "prompts")
-        emotional = {
-            emo: _texts([r for r in prompts if r.emotion == emo])
-            for emo in ("gratitude", "anger", "apology")
-        }
+        emotional = {emo: _texts([r for r in prompts if r.emotion == emo]) for emo in EMOTIONAL}
         neutral = _texts([r for r in prompts if r.emotion == "neutral"])
         vecs = _vectors(st, label, cfg.heads.vector_method, cfg.heads.vector_centre)
         # Every score row says which vectors its projection measure used.
@@ -464,6 +460,7 @@ def _heads_one(st: Study, label: str, h: str) -> str:
                     stage.dir / "circuits",
                     screen_rows=res.rows,
                     word_ids=res.word_ids,
+                    tokenize_cfg=cfg.heads,
                 )
             )
         if "neurons" in extra:

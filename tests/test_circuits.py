@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import sections
 from jaxcirc.core.measures import WordIds
 from jaxcirc.phases import circuits, heads
 from tests.test_heads import WORDS, planted_model, planted_prompts
@@ -108,7 +109,7 @@ def test_beam_search_rejects_bad_arguments():
 
 def test_run_circuits_ablation_and_patching(tmp_path):
     model, vectors, emo, neutral, _, wids = _setup()
-    ccfg = circuits.default_config()
+    ccfg = sections.heads_circuits()
     ccfg.k_max, ccfg.n_candidates, ccfg.n_random_sets, ccfg.n_boot = 2, 0, 8, 200
     ccfg.kind = "mean"
     two = {e: emo[e] for e in ("gratitude", "anger")}

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import sections
 from jaxcirc.phases import head_generation as hg
 from models import Edits
 from tests.test_heads import PLANTED, planted_model, planted_prompts
@@ -67,7 +68,7 @@ def test_clean_run_shares_the_edited_runs_compiled_loop():
     cfg = model.config
     emo, _ = planted_prompts(n=3)
     toks = model.tokenize(emo["gratitude"], prepend_bos=False)
-    gcfg = hg.default_config()
+    gcfg = sections.heads_generation()
     gcfg.n_new = 7  # a length no other test compiles
     before = gen_mod._generate._cache_size()
     texts, _ = hg._generate_scores(model, toks, None, gcfg, grat_words)
@@ -83,7 +84,7 @@ def test_planted_head_drives_generation_and_random_heads_do_not(tmp_path):
     model, _ = planted_model(gain=8.0)
     emo, neutral = planted_prompts(n=8)
     two = {"gratitude": emo["gratitude"], "anger": emo["anger"]}
-    gcfg = hg.default_config()
+    gcfg = sections.heads_generation()
     gcfg.named_sets = {"planted": (PLANTED,), "L0H0": ((0, 0),)}
     gcfg.kinds, gcfg.n_new, gcfg.n_control, gcfg.n_boot = ("zero",), 6, 2, 200
     rows = hg.run_head_generation(model, two, neutral, gcfg, tmp_path, scorer=grat_words)

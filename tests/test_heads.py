@@ -16,6 +16,7 @@ from tokenizers import models as tok_models
 from transformers import PreTrainedTokenizerFast
 
 import models
+from configs import sections
 from jaxcirc.core.measures import WordIds, logit_diff
 from jaxcirc.phases import heads
 from models import Edits, Record
@@ -329,7 +330,7 @@ def planted_prompts(n: int = 6, seed: int = 0, trigger_last: bool = False):
 
 
 def _small_cfg():
-    cfg = heads.default_config()
+    cfg = sections.heads()
     cfg.logit_words = {e: tuple(f" w{i}" for i in ids) for e, ids in WORDS.items()}
     cfg.n_boot, cfg.n_perm, cfg.n_random, cfg.batch_size = 200, 200, 4, 8
     cfg.vector_label = "planted gratitude direction"

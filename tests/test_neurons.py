@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import models
+from configs import sections
 from jaxcirc.core.measures import WordIds
 from jaxcirc.phases import heads, neurons
 from models import Edits, Record
@@ -81,7 +82,7 @@ def test_planted_neuron_is_found_and_its_removal_removes_the_effect(tmp_path):
     neuron = (1, 7)
     model, vectors = planted_model(planted=(), neuron=neuron)
     emo, neutral = planted_prompts(n=6, trigger_last=True)
-    ncfg = neurons.default_config()
+    ncfg = sections.heads_neurons()
     ncfg.layers, ncfg.n_exact, ncfg.top_k, ncfg.n_boot, ncfg.chunk = (0, 3), 8, 5, 200, 4
     wids = WordIds({e: WORDS[e] for e in vectors}, {})
     res = neurons.run_neurons(model, emo, neutral, vectors, ncfg, tmp_path, word_ids=wids)

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from configs import sections
 from jaxcirc.data import dataset
 from jaxcirc.phases import alignment as phase_alignment
 from jaxcirc.phases.extract import Activations
@@ -71,7 +72,7 @@ def _world(seed=0, prepend_bos=False):
 
 
 def _cfg(**kw):
-    cfg = phase_alignment.default_config()
+    cfg = sections.alignment()
     cfg.n_perm = 40
     cfg.ridges_rel = (0.0, 1.0)
     cfg.plots = False  # figures cost seconds each; the fixture `rotated` checks them

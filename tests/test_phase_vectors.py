@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from configs import sections
 from jaxcirc.data import dataset
 from jaxcirc.phases import vectors as phase_vectors
 from jaxcirc.phases.extract import Activations
@@ -61,7 +62,7 @@ def planted(seed=0) -> Activations:
 
 
 def _cfg():
-    cfg = phase_vectors.default_config()
+    cfg = sections.vectors()
     cfg.n_perm = 200
     cfg.probe_n_perm = 20
     cfg.plots = False  # figures cost seconds each; the fixture `run` checks them

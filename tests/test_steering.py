@@ -13,6 +13,7 @@ from tokenizers import models as tok_models
 from transformers import PreTrainedTokenizerFast
 
 import models
+from configs import sections
 from jaxcirc.phases import steering
 from models import Edits, Record
 from models.generate import Sampling, generate
@@ -139,7 +140,7 @@ def test_typical_norms_skip_first_token():
 
 def test_planted_direction_steers_random_does_not(tmp_path):
     m, u = _planted_model()
-    cfg = steering.default_config()
+    cfg = sections.steering()
     cfg.alphas = (-8.0, 0.0, 8.0)
     cfg.n_random_seeds = 4
     cfg.max_new_tokens = 5
@@ -266,7 +267,7 @@ def test_last_position_patch_equals_forward_edit(site):
 
 def test_run_patching_writes_labelled_effects(tmp_path):
     m, u = _planted_model()
-    cfg = steering.default_config()
+    cfg = sections.steering()
     cfg.max_new_tokens = 3
     cfg.n_boot = 100
     cfg.batch_rows = 64

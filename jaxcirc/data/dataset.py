@@ -45,9 +45,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from jaxcirc.data import prompts
+from jaxcirc.data.emotions import EMOTIONS  # noqa: E402 - re-exported: dataset.EMOTIONS
 from jaxcirc.infra import artifacts
 
-EMOTIONS: tuple[str, ...] = ("gratitude", "anger", "apology", "neutral")
 """All classes in table order; neutral is the reference class."""
 
 SETS: tuple[str, ...] = ("baseline", "extended", "realworld")

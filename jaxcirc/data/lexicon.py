@@ -24,8 +24,7 @@ Matching rules (implemented in `jaxcirc.core.scoring`):
 
 from __future__ import annotations
 
-EMOTIONS: tuple[str, ...] = ("gratitude", "anger", "apology")
-"""The study's emotion classes, in the order every table uses (neutral is the reference class)."""
+from jaxcirc.data.emotions import EMOTIONAL as EMOTIONS  # noqa: F401 - the emotions lexica cover
 
 # Stems of words that express the emotion directly (not words about the situation that caused it).
 # Sources: the study's keyword metric ("emotion keywords" under steering) and the core entries of

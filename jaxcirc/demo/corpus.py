@@ -30,7 +30,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from jaxcirc.data import dataset
+from jaxcirc.data import dataset, emotions
 
 CORPUS_EMOTION_WORDS: dict[str, tuple[str, ...]] = {
     # The emotion words the templates below use (lowercase; "thank you", "my fault" and "my
@@ -524,7 +524,7 @@ LINE_SHAPES: tuple[tuple[str, int], ...] = (
     ("Quick update: {ctx_lc} {emo}", 3),
 )
 
-CLASSES: tuple[str, ...] = ("gratitude", "anger", "apology", "neutral")
+CLASSES: tuple[str, ...] = emotions.EMOTIONS
 
 _SLOT = re.compile(r"\{(\w+)\}")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")

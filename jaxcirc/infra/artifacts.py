@@ -87,6 +87,12 @@ def _canonical(obj: Any) -> Any:
     )
 
 
+def slug(label: str) -> str:
+    """A model label as a folder or file name: its first word, with every character that is not
+    a letter, a digit or one of "-_." replaced by "_" ("gpt2-standin (4L ...)" -> "gpt2-standin")."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label.split(" ")[0])
+
+
 def config_hash(obj: Any) -> str:
     """sha256 hex digest of the canonical JSON of `obj`: stable across dict order and processes.
 

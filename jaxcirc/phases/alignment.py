@@ -2,7 +2,7 @@
 on NEUTRAL activations only, carry A's emotion subspace through them, compare with B's; every
 figure beside its null (`jaxcirc.core.alignment.align`).
 
-    summary = run_alignment({"gpt2": acts_gpt2, "pythia": acts_pythia}, default_config(), out)
+    summary = run_alignment({"gpt2": acts_gpt2, "pythia": acts_pythia}, configs.sections.alignment(), out)
 
 Design decisions (each is also written into every output row or the summary):
 
@@ -43,7 +43,6 @@ import re
 import warnings
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 
 from jaxcirc.core import alignment
@@ -61,35 +60,6 @@ PAIRING_TEXT = {
     "sentence_end": "per prompt: last real token of each neutral prompt",
     "prompt_mean": "per prompt: mean over the real tokens of each neutral prompt (BOS excluded)",
 }
-
-
-def default_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Dimension of each model's emotion subspace (1..3; see module docstring).
-    c.k = 3
-    # Class means that define the subspace: "sentence_end" (the study's) or "token" (span tokens).
-    c.subspace_from = "sentence_end"
-    # Rows the maps are fit on, neutral prompts only: "all_tokens" = every real token when both
-    # models tokenise identically, else per prompt ("sentence_end" AND "prompt_mean", both
-    # reported); or force one per-prompt pairing: "sentence_end" / "prompt_mean".
-    c.fit_on = "all_tokens"
-    # Relative ridge strengths of the linear map (0 = plain least squares, the study's; see the
-    # module docstring). The first gets the full report; each further one repeats the
-    # shuffled-pairing null (n_perm refits, Procrustes included) for its linear row.
-    c.ridges_rel = (0.0, 0.1)
-    # Shuffled-pairing / CKA / random-subspace null samples per figure.
-    c.n_perm = 100
-    # Central band of every null.
-    c.level = 0.95
-    # Share of neutral prompts held out (by prompt) for the held-out R^2.
-    c.test_fraction = 0.25
-    # Compare every `layer_stride`-th layer of A (the last layer always included).
-    c.layer_stride = 1
-    # Write the PNG figures (off: CSV/JSON only, for quick runs and tests).
-    c.plots = True
-    # Seed of the split and of every null.
-    c.seed = 0
-    return c
 
 
 def _check_config(cfg) -> None:

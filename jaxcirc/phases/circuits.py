@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxcirc.core.measures import WordIds, word_token_ids
 from jaxcirc.core.stats import bootstrap_ci, paired_bootstrap_diff, summarise_null
+from jaxcirc.data import lexicon
 from jaxcirc.infra import artifacts
 from jaxcirc.phases import heads
 from jaxcirc.report import plots
@@ -42,37 +43,6 @@ from models.transformer import forward as model_forward
 
 MODES = ("ablation", "patching")
 Head = tuple[int, int]
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Circuit-search settings (every field commented)."""
-    c = ml_collections.ConfigDict()
-    # Which searches to run: "ablation" (on emotional prompts) and/or "patching" (on neutral).
-    c.modes = MODES
-    # The measure searched on: "projection" or "logit_diff".
-    c.measure = "projection"
-    # What ablated heads become: "zero" or "mean" (the neutral prompts' mean z). Patching always
-    # uses the emotion's own mean z.
-    c.kind = "mean"
-    # Largest set size.
-    c.k_max = 4
-    # Beam width (1 = greedy).
-    c.beam = 1
-    # Candidates: the best n heads of the exact single-head screen (all heads if 0).
-    c.n_candidates = 24
-    # Random head sets per k for the control band.
-    c.n_random_sets = 32
-    # Bootstrap resamples over prompts, CI level, and the seed of everything random.
-    c.n_boot = 2000
-    c.level = 0.95
-    c.seed = 0
-    # How candidate rows run through later layers (see heads.default_config().strategy).
-    c.strategy = "map"
-    c.chunk = 4
-    # Labels for tables and titles.
-    c.model_label = ""
-    c.vector_label = "unspecified emotion vectors"
-    return c
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,9 +361,12 @@ def run_circuits(
     per (mode, emotion): joint effect vs k beside the sum of singles and the random-set band.
 
     screen_rows: `heads.run_heads(...).rows` to take candidates from (else all heads);
-    tokenize_cfg: prompt settings (`heads.default_config()`: prepend_bos, max_len, logit_words).
+    tokenize_cfg: prompt settings (prepend_bos, max_len, logit_words: the `heads` section); when
+      None, no BOS, prompts of at most 64 tokens and the lexicon's logit words.
     """
-    tcfg = tokenize_cfg or heads.default_config()
+    tcfg = tokenize_cfg or ml_collections.ConfigDict(
+        {"prepend_bos": False, "max_len": 64, "logit_words": lexicon.EMOTION_LOGIT_WORDS}
+    )
     for mode in ccfg.modes:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} unknown; use a subset of {MODES}")

@@ -24,13 +24,14 @@ import numpy as np
 
 from jaxcirc.core import alignment
 from jaxcirc.data import dataset
+from jaxcirc.data.emotions import EMOTIONAL
 from jaxcirc.infra import artifacts
 from jaxcirc.phases import steering
 from jaxcirc.phases.alignment import features, pairings
 from jaxcirc.phases.vectors import emotion_vectors
 
 NEUTRAL = dataset.EMOTIONS.index("neutral")
-EMOTIONS = ("gratitude", "anger", "apology")
+EMOTIONS = EMOTIONAL
 
 
 def _cos(a, b) -> float:
@@ -110,7 +111,7 @@ def run_cross_model(models: dict, acts: dict, prompts: list[str], cfg, out_dir) 
         vecs_a = emotion_vectors(acts[a], cfg.steering.vector_method, cfg.steering.vector_centre)
         vecs_b = emotion_vectors(acts[b], cfg.steering.vector_method, cfg.steering.vector_centre)
         mapped = mapped_vectors(lin, vecs_a, la)
-        pair_dir = out / f"{_slug(a)}__to__{_slug(b)}"
+        pair_dir = out / f"{artifacts.slug(a)}__to__{artifacts.slug(b)}"
         cos = {}
         for i, e in enumerate(EMOTIONS):
             own = np.asarray(vecs_b[e][lb], np.float64)
@@ -147,16 +148,12 @@ def run_cross_model(models: dict, acts: dict, prompts: list[str], cfg, out_dir) 
             mb, prompts, mapped_tab, sc, pair_dir / "mapped", label=f"neutral, vectors from {a}"
         )
         if b not in own_runs:
-            own_dir = out / f"own__{_slug(b)}"
+            own_dir = out / f"own__{artifacts.slug(b)}"
             own_dir.mkdir(parents=True, exist_ok=True)
             own_runs[b] = steering.run_steering(
                 mb, prompts, own_tab, sc, own_dir, label=f"neutral, {b}'s own vectors"
             )
         info["steer_own"] = own_runs[b]
-        info["own_dir"] = f"own__{_slug(b)}"
+        info["own_dir"] = f"own__{artifacts.slug(b)}"
         summary["pairs"][f"{a} -> {b}"] = info
     return summary
-
-
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label.split(" ")[0])

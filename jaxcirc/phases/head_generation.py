@@ -38,38 +38,6 @@ Head = tuple[int, int]
 MODES = ("ablation", "patching")
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """Generation-under-head-edits settings (every field commented)."""
-    c = ml_collections.ConfigDict()
-    # Which experiments: "ablation" (emotional prompts) and/or "patching" (neutral prompts).
-    c.modes = MODES
-    # What ablated heads become: "zero" and/or "mean" (neutral prompts' mean z).
-    c.kinds = ("zero", "mean")
-    # Named head sets always run, as "name": [[layer, head], ...] (the study's case: L0H0).
-    c.named_sets = {"L0H0": ((0, 0),)}
-    # Also run the screen's best 1..top_k heads per emotion (exact, projection, mean-ablation).
-    c.top_k = 3
-    # Continuation length in tokens; 0 temperature = greedy, else sampling with `seed`.
-    c.n_new = 20
-    c.temperature = 0.0
-    # EOS cannot be any of the first min_new_tokens generated tokens (transformers'
-    # min_new_tokens); 0 = the model may end at once, leaving no text to score.
-    c.min_new_tokens = 0
-    # Random head sets of the same size per edit (the control), and the seed of everything.
-    c.n_control = 3
-    c.seed = 0
-    # Bootstrap resamples over prompts and CI level.
-    c.n_boot = 2000
-    c.level = 0.95
-    # Prompt settings (as heads.default_config()), and labels.
-    c.prepend_bos = False
-    c.max_len = 64
-    c.model_label = ""
-    # Generated texts kept per condition in samples.json.
-    c.n_samples = 3
-    return c
-
-
 # ---------------------------------------------------------------------------------------------
 # Generation
 

@@ -34,7 +34,7 @@ the final residual at the last token (projections) and their words' unembedding 
 Rows (one per head and removal kind) run through the later layers by one of three strategies:
 "fold" (rows folded into the batch axis), "vmap" (over rows), "map" (`lax.map` over chunks of
 `chunk` rows folded into the batch). benchmarks/bench_heads.py measures them; "map" won (see
-`default_config().strategy` for the numbers).
+`configs.sections.heads()`'s strategy for the numbers).
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ from scipy import stats as sps
 
 from jaxcirc.core.measures import WordIds, unit, word_token_ids
 from jaxcirc.core.stats import bootstrap_ci, summarise_null
-from jaxcirc.data import lexicon
 from jaxcirc.infra import artifacts
 from jaxcirc.report import plots
 from models.config import ModelConfig
@@ -71,51 +70,6 @@ _BASE_EDIT_FIELDS = ("head_scale", "head_mean", "neuron_scale", "neuron_mean")
 
 # ---------------------------------------------------------------------------------------------
 # Config
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Phase-7 head screening settings (every field commented; lock it once parsed)."""
-    c = ml_collections.ConfigDict()
-    # Screening methods to run, a subset of ("exact", "direct", "attribution").
-    c.methods = METHODS
-    # Emotion measures, a subset of ("projection", "logit_diff").
-    c.measures = MEASURES
-    # Removal kinds: "zero" (z -> 0) and "mean" (z -> the neutral prompts' mean z per head).
-    c.kinds = KINDS
-    # Words whose logits make the logit-difference measure (one-token words kept, rest reported).
-    c.logit_words = {e: tuple(w) for e, w in lexicon.EMOTION_LOGIT_WORDS.items()}
-    # Prepend the tokenizer's BOS to every prompt (changes every position index: say so).
-    c.prepend_bos = False
-    # Longest prompt in tokens; a longer one raises (never truncated silently).
-    c.max_len = 64
-    # Prompts per compiled sweep call (the last batch is padded with copies and trimmed).
-    c.batch_size = 32
-    # How head rows run through the later layers: "map" (lax.map over chunks of `chunk` rows
-    # folded into the batch). Measured on the 2-core CPU, full-size random GPT-2, 144 heads x 8
-    # prompts x 12 tokens, one run (benchmarks/bench_heads.py): map 27.8 s, vmap 29.1 s, fold
-    # 33.0 s; map also bounds memory to `chunk` rows x batch whatever the batch.
-    c.strategy = "map"
-    # Rows (heads x kinds) per chunk for strategy "map".
-    c.chunk = 4
-    # Random unit directions scored like an emotion vector: each head's projection null band.
-    c.n_random = 16
-    # Heads listed per (method, measure, kind, emotion) in top_k.json (most supportive and most
-    # suppressive).
-    c.top_k = 10
-    # Bootstrap resamples (over prompts) for each score's CI, and the CI level.
-    c.n_boot = 2000
-    c.level = 0.95
-    # Head-label permutations for the rank-correlation null band.
-    c.n_perm = 1000
-    # Seed for random directions, bootstrap and permutations (recorded in every output).
-    c.seed = 0
-    # What the emotion vectors are (method and centring), written beside every projection score.
-    c.vector_label = "unspecified emotion vectors"
-    # Model label for titles and tables.
-    c.model_label = ""
-    # Annotate heatmap cells with values when layers x heads is at most this.
-    c.annotate_max_cells = 64
-    return c
 
 
 # ---------------------------------------------------------------------------------------------
@@ -899,7 +853,7 @@ def run_heads(
 
     model: a `models.LoadedModel` with a tokenizer; emotional_prompts: {emotion: [text, ...]}
     (at least 2 each); neutral_prompts: [text, ...] (mean-ablation reference); vectors:
-    {emotion: [n_layers + 1, d_model]} (same emotions, same order); cfg: `default_config()`;
+    {emotion: [n_layers + 1, d_model]} (same emotions, same order); cfg: the `heads` section (configs/sections.py);
     word_ids: the logit words as ids (default: cfg.logit_words through the model's tokenizer).
 
     Files in out_dir: scores_<method>.csv (one labelled row per method, measure, ablation,

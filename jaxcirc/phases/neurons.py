@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxcirc.core.measures import WordIds, word_token_ids
 from jaxcirc.core.stats import bootstrap_ci
+from jaxcirc.data import lexicon
 from jaxcirc.infra import artifacts
 from jaxcirc.phases import heads
 from jaxcirc.report import plots
@@ -39,34 +40,6 @@ from models.transformer import forward as model_forward
 from models.transformer import make_context
 
 Neuron = tuple[int, int]
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Neuron-analysis settings (every field commented)."""
-    c = ml_collections.ConfigDict()
-    # Layers whose neurons are scored: [first, last) (the study's steering layers 6-7 by default).
-    c.layers = (6, 8)
-    # Removal kinds: "zero" and/or "mean" (neutral prompts' mean activation).
-    c.kinds = ("zero", "mean")
-    # Measure for the exact shortlist and the tables: "projection" or "logit_diff" (both are
-    # scored by direct and attribution).
-    c.measure = "projection"
-    # Neurons per emotion whose exact removal effect is computed (best by attribution).
-    c.n_exact = 32
-    # Neurons listed per (method, measure, kind, emotion) in neurons_top.csv.
-    c.top_k = 20
-    # Rows per chunk for the exact sweep (neurons x prompts are folded into the batch in chunks).
-    c.chunk = 16
-    # Bootstrap resamples, CI level, seed.
-    c.n_boot = 2000
-    c.level = 0.95
-    c.seed = 0
-    # Prompt settings (as heads.default_config()).
-    c.prepend_bos = False
-    c.max_len = 64
-    c.model_label = ""
-    c.vector_label = "unspecified emotion vectors"
-    return c
 
 
 def check_layers(cfg: ModelConfig, layers: Sequence[int]) -> range:
@@ -217,7 +190,7 @@ def run_neurons(
     mc, params = model.config, model.params
     lr = check_layers(mc, ncfg.layers)
     if word_ids is None:
-        words = logit_words or heads.default_config().logit_words
+        words = logit_words or lexicon.EMOTION_LOGIT_WORDS
         word_ids = word_token_ids(model.tokenizer, {e: tuple(words[e]) for e in emotional_prompts})
     readout = heads.make_readout(mc, vectors, word_ids, 0, ncfg.seed)
     tcfg = ml_collections.ConfigDict({"prepend_bos": ncfg.prepend_bos, "max_len": ncfg.max_len})

@@ -67,60 +67,6 @@ _PATCH_FIELD = {
 }
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """Settings of phases 4-5 (steering, patching); every number in the outputs carries them."""
-    c = ml_collections.ConfigDict()
-    # Which vectors are steered along: labels written beside every number (the caller passes the
-    # vectors, chosen by these): "sentence_end" | "token" | "token_delta"; "raw" | "neutral" |
-    # "grand" (see jaxcirc.core.vectors).
-    c.vector_method = "sentence_end"
-    c.vector_centre = "neutral"
-    # Block inputs to steer at (resid_pre[L], L = 0 is the embedding); empty = every layer.
-    c.layers = ()
-    # Steering strengths in units of alpha_unit * norm[L] (module docstring): > 0 along the
-    # emotion vector, < 0 against it. 0 is the unsteered run (run once, shared by all layers).
-    c.alphas = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
-    # Fraction of the layer's typical residual norm that alpha = 1 adds.
-    c.alpha_unit = 0.125
-    # Random directions of equal norm per emotion sweep (control); each seed is one direction
-    # per layer, isotropic Gaussian in d_model, unit-normalised.
-    c.n_random_seeds = 10
-    c.random_seed = 1000
-    # Generation: new tokens per prompt; temperature 0 = greedy; top_k 0 = no cut; sample_seed
-    # makes each prompt's draws (the same draws in every cell: paired comparisons).
-    c.max_new_tokens = 20
-    # EOS cannot be chosen as any of the first min_new_tokens new tokens (transformers'
-    # min_new_tokens). 0 = the model may end at once; a continuation that does holds no text for
-    # the text measures to score (the summary's empty_continuations says how many do).
-    c.min_new_tokens = 0
-    c.temperature = 0.0
-    c.top_k = 0
-    c.sample_seed = 0
-    # Tokenisation of the prompts (models.tokens): whether a BOS token is prepended.
-    c.prepend_bos = False
-    # Bootstrap over prompts for every effect's 95% CI.
-    c.n_boot = 2000
-    c.seed = 0
-    c.ci_level = 0.95
-    # Sample generations saved per cell (the first prompts, in input order).
-    c.samples_per_cell = 3
-    # Rows (cell x prompt) per decode call and per prompt re-run call: memory is about
-    # batch_rows * n_layers * (prompt + new tokens) * d_model * 8 bytes for the caches.
-    c.batch_rows = 512
-    c.prefill_rows = 256
-    # Prompt re-runs cover only the slots their longest prompt needs, rounded up to a multiple
-    # of window_step: smaller steps do less padded work, but every distinct window is one more
-    # compile (~1 s each on the demo stand-ins, where the work saved is smaller than that).
-    c.window_step = 4
-    # Patching: which activations are replaced (resid_pre = block input, attn_out, mlp_out of
-    # block L), at which prompt positions ("last": the last token; "all": every position, the
-    # two prompts aligned at their last token), and which layers (empty = every layer).
-    c.patch_sites = SITES
-    c.patch_positions = "last"
-    c.patch_layers = ()
-    return c
-
-
 # ---------------------------------------------------------------------------------------------
 # Norms and directions
 

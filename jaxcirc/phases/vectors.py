@@ -1,7 +1,7 @@
 """Phases 3 and 3.5: emotion vectors per layer, their cosines with the label-shuffle null, linear
 probes with theirs, and per-layer emotion subspaces; one model's activations in, files out.
 
-    summary = run_vectors(acts, default_config(), out_dir)
+    summary = run_vectors(acts, configs.sections.vectors(), out_dir)
 
 Files written to out_dir (every number says its method, centring, layer and seed):
 
@@ -29,47 +29,18 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 
 from jaxcirc.core import probe, subspace, vectors
 from jaxcirc.data import dataset
+from jaxcirc.data.emotions import EMOTIONAL
 from jaxcirc.infra import artifacts
 from jaxcirc.phases.extract import Activations, layer_names, sentence_end, span_mean
 from jaxcirc.report import plots
 
-EMOTIONAL = ("gratitude", "anger", "apology")
 NEUTRAL_INDEX = dataset.EMOTIONS.index("neutral")
 PAIRS = (("gratitude", "anger"), ("gratitude", "apology"), ("anger", "apology"))
 PROBE_FEATURES = ("sentence_end", "span_mean")
-
-
-def default_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    # Ways to read a class direction (jaxcirc.core.vectors.METHODS): last real token, the span
-    # tokens, the change at the span tokens.
-    c.methods = ("sentence_end", "token", "token_delta")
-    # Centrings (jaxcirc.core.vectors.CENTRES): raw class mean, minus the neutral mean, minus the mean
-    # of the four class means. Raw cosines sit near 1 in anisotropic streams: report all three.
-    c.centres = ("raw", "neutral", "grand")
-    # Label permutations for the cosine null (class sizes kept).
-    c.n_perm = 1000
-    # Central band of every null (0.95: 2.5th..97.5th percentiles).
-    c.level = 0.95
-    # Probe: stratified folds, label permutations for its null, LDA shrinkage, which per-prompt
-    # features ("sentence_end": last token; "span_mean": mean over the span tokens).
-    c.probe_folds = 5
-    c.probe_n_perm = 100
-    c.probe_shrinkage = "ledoit_wolf"
-    c.probe_features = PROBE_FEATURES
-    # Dimension of the per-layer emotion subspace (PCA of the four class means' differences;
-    # at most 3).
-    c.subspace_k = 3
-    # Write the PNG figures (off: CSV/NPZ/JSON only, for quick runs and tests).
-    c.plots = True
-    # Seed of every permutation and fold split.
-    c.seed = 0
-    return c
 
 
 def _check_config(cfg) -> None:

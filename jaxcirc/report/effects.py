@@ -7,9 +7,11 @@ import csv
 import json
 from pathlib import Path
 
-from jaxcirc.report.markdown import _f, _imgs, _read, _slug
+from jaxcirc.data.emotions import EMOTIONAL
+from jaxcirc.infra import artifacts
+from jaxcirc.report.markdown import _f, _imgs, _read
 
-EMOTIONS = ("gratitude", "anger", "apology")
+EMOTIONS = EMOTIONAL
 
 
 def _steer_table(s: dict) -> list[str]:
@@ -101,7 +103,7 @@ def section_steering(root: Path, labels: list[str]) -> list[str]:
     ]
     any_found = False
     for label in labels:
-        base = root / "steering" / _slug(label)
+        base = root / "steering" / artifacts.slug(label)
         for part in ("neutral", "realworld"):
             s = _read(base / part / "summary.json")
             if not s:
@@ -149,7 +151,7 @@ def section_heads(root: Path, labels: list[str]) -> list[str]:
     ]
     found = False
     for label in labels:
-        d = root / "heads" / _slug(label)
+        d = root / "heads" / artifacts.slug(label)
         if not d.is_dir():
             continue
         found = True

@@ -110,7 +110,7 @@ def _section_vectors(root: Path, labels: list[str]) -> list[str]:
         "",
     ]
     for label in labels:
-        s = _read(root / "vectors" / _slug(label) / "summary.json")
+        s = _read(root / "vectors" / artifacts.slug(label) / "summary.json")
         if not s:
             continue
         lines += [f"### {label}", ""]
@@ -149,7 +149,7 @@ def _section_vectors(root: Path, labels: list[str]) -> list[str]:
                 f"baseline) {_f(p['layer0_lexical_baseline'])}. The study reports no probe."
             )
             lines.append("")
-        lines += _imgs(root, root / "vectors" / _slug(label), limit=8) + [""]
+        lines += _imgs(root, root / "vectors" / artifacts.slug(label), limit=8) + [""]
     return lines
 
 
@@ -200,10 +200,6 @@ def _section_alignment(root: Path) -> list[str]:
         "",
     ]
     return lines + _imgs(root, root / "alignment", limit=12) + [""]
-
-
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label.split(" ")[0])
 
 
 def write_report(root: Path, cfg) -> Path:
