@@ -65,7 +65,7 @@ def bench_jax_packed(m, ids, mask, batch, repeats):
     lengths = mask.sum(1)
     plan = extract.plan_batches(m.config, lengths, batch, pad_to_multiple=8)
     calls = [call.arrays(ids, 0) for call in plan.calls()]
-    run_one = lambda t, s: extract._hidden_states(m.config, m.params, t, s)  # noqa: E731
+    run_one = lambda t, s: extract.packed_residuals(m.config, m.params, t, s)  # noqa: E731
     run_one(*calls[0]).block_until_ready()  # compile: every call has this shape
 
     def run():
@@ -145,7 +145,7 @@ def main():
 
     import torch
 
-    from tests import hf_reference as ref
+    from models import hf_reference as ref
 
     print(
         f"machine: {common.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"

@@ -38,8 +38,8 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
+from jaxcirc.core import heads
 from jaxcirc.core.measures import WordIds
-from jaxcirc.phases import heads
 from models import families
 from models.api import LoadedModel
 
@@ -148,14 +148,13 @@ def main(argv):
     exact = None
     for strategy in FLAGS.strategies:
         t = time.perf_counter()
+        how = heads.RowStrategy(strategy, FLAGS.chunk)
         out = jax.block_until_ready(
-            heads.exact_scores(cfg, params, ids, mask, z_zero, readout, emo, strategy, FLAGS.chunk)
+            heads.exact_scores(cfg, params, ids, mask, z_zero, readout, emo, how)
         )
         first = time.perf_counter() - t
         best, out = _best(
-            lambda s=strategy: heads.exact_scores(
-                cfg, params, ids, mask, z_zero, readout, emo, s, FLAGS.chunk
-            ),
+            lambda r=how: heads.exact_scores(cfg, params, ids, mask, z_zero, readout, emo, r),
             FLAGS.repeats,
         )
         exact = exact if exact is not None else out
@@ -180,7 +179,8 @@ def main(argv):
     rows.append(("jaxcirc direct attribution", t_dir, f"first call {first:.1f} s"))
 
     # The swept result for checking the loops: logits at the last token with head i removed.
-    swept, _ = heads.head_sweep(cfg, params, ids, mask, z_zero, None, None, FLAGS.strategies[0])
+    how = heads.RowStrategy(FLAGS.strategies[0])
+    swept, _ = heads.head_sweep(cfg, params, ids, mask, z_zero, None, None, how)
     check_i = n_heads // 2 + 1
     want = np.asarray(model_unembed_last(cfg, params, swept[check_i, 0]))
 
@@ -289,7 +289,7 @@ class _Rows(list):
 
 
 def model_unembed_last(cfg, params, x):
-    from models.transformer import unembed
+    from models import unembed
 
     return unembed(cfg, params, x)
 

@@ -2,13 +2,15 @@
 
     python -m benchmarks.bench_steering            # 12 layers x 9 alphas x 35 prompts x 20 tokens
     python -m benchmarks.bench_steering --quick    # 3 layers x 3 alphas: about two minutes
+    python -m benchmarks.bench_steering --quick --warm   # + the same sweep again in a second
+                                                         # process, with a warm compile cache
 
 Both sides run the same random full-size GPT-2 (weights drawn once, converted to ours), greedy,
 no early stop, one random unit direction per layer, alphas in units of alpha_unit x the layer's
 typical residual norm. transformers adds the vector with a forward pre-hook on block L (every
 position, prompt and generated) and generates each (layer, alpha) cell as one left-padded batch of
 the prompts; it is timed on a sample of cells and scaled to the sweep (printed as such). jaxcirc
-runs the whole sweep as one `jaxcirc.phases.steering.steering_sweep` call. Prompts: random token ids with
+runs the whole sweep as one `jaxcirc.core.steering.steering_sweep` call. Prompts: random token ids with
 the lengths of the study's 35 real-world texts (their words and punctuation marks: about GPT-2's
 token count for plain English; no tokenizer is available offline).
 
@@ -16,6 +18,15 @@ FLOPs are the sweep's necessary arithmetic (2 per multiply-add, real tokens only
 prompt run once; per steered row the prompt re-run from layer L (layers L..11) and its last-token
 logits; then every row's max_new - 1 decode steps through all layers plus the unembedding.
 The matmul peak is measured in this run, before and after (best of the two).
+
+Compile time is reported apart from run time: the warm-up line and the table say how many
+programs XLA compiled and how many were loaded from the persistent compilation cache
+(`jaxcirc.infra.compile_cache`, on for every benchmark). A plain run after an earlier one is
+therefore warm; `--warm` makes the comparison explicit: this process compiles into a fresh
+cache folder (cold), then a second process runs the same sweep with the same flags (no
+transformers) against that folder, and both warm-up + sweep totals are printed side by side.
+By hand: run twice with `JAXCIRC_COMPILE_CACHE=/tmp/somewhere` (the first run cold, provided the
+folder is new), or with `JAXCIRC_COMPILE_CACHE=0` for cold compiles every time.
 """
 
 from __future__ import annotations
@@ -35,12 +46,12 @@ import time
 
 import jax
 import numpy as np
-from jax import monitoring
 
 from benchmarks import common
+from jaxcirc.core import steering
 from jaxcirc.data import prompts as study_prompts
-from jaxcirc.phases import steering
 from models.generate import GREEDY
+from models.scheduler import EngineSettings, batch_sizes
 
 ALPHAS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 
@@ -116,7 +127,7 @@ def hf_cell_times(hf, ids, mask, cells, direction, scales, new):
     """Seconds per cell for transformers.generate with a forward pre-hook; tokens per cell."""
     import torch
 
-    from tests import hf_reference as ref
+    from models import hf_reference as ref
 
     hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
@@ -141,6 +152,38 @@ def hf_cell_times(hf, ids, mask, cells, direction, scales, new):
     return times, toks
 
 
+def fresh_compile_cache() -> _Path:
+    """A new temporary folder holding a new, empty compile cache now in use: this run is cold."""
+    import tempfile
+
+    from jaxcirc.infra import compile_cache
+
+    base = _Path(tempfile.mkdtemp(prefix="bench_steering_"))
+    if compile_cache.enable(base / "xla") is None:
+        _sys.exit("--warm needs the compile cache: unset JAXCIRC_COMPILE_CACHE")
+    return base
+
+
+def warm_second_process(base: _Path) -> dict:
+    """This benchmark's sweep again (same flags, no transformers) in a second process, with the
+    compile cache this one filled under `base`; its {"warmup", "run", "compile"} (see main)."""
+    import json
+    import shutil
+    import subprocess
+
+    out = base / "warm.json"
+    argv = [a for a in _sys.argv[1:] if a != "--warm"] + ["--skip_hf", f"--totals_json={out}"]
+    env = {**os.environ, "JAXCIRC_COMPILE_CACHE": str(base / "xla")}
+    root = _Path(__file__).resolve().parents[1]
+    cmd = [_sys.executable, "-m", "benchmarks.bench_steering", *argv]
+    res = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"the warm second process failed:\n{res.stderr[-3000:]}")
+    totals = json.loads(out.read_text())
+    shutil.rmtree(base, ignore_errors=True)
+    return totals
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="layers 0, 6, 11 x alphas -8, 0, 8")
@@ -151,10 +194,16 @@ def main():
     ap.add_argument("--skip_hf", action="store_true")
     ap.add_argument("--layers", default="", help="comma list overriding the layers swept")
     ap.add_argument("--alphas", default="", help="comma list overriding the alphas swept")
+    ap.add_argument("--warm", action="store_true", help="cold, then warm compile cache (docs)")
+    ap.add_argument("--totals_json", default="", help=argparse.SUPPRESS)  # for --warm's child
     args = ap.parse_args()
+    import json
 
     import models
-    from tests import hf_reference as ref
+    from jaxcirc.infra import compile_cache
+    from models import hf_reference as ref
+
+    warm_base = fresh_compile_cache() if args.warm else None  # before the first compile
 
     layers = (0, 6, 11) if args.quick else tuple(range(12))
     alphas = (-8.0, 0.0, 8.0) if args.quick else ALPHAS
@@ -186,41 +235,45 @@ def main():
         f"(alpha=0 once, not per layer)"
     )
 
-    settings = steering.EngineSettings(
+    settings = EngineSettings(
         args.new, GREEDY, 0, batch_rows=args.batch_rows, prefill_rows=args.prefill_rows
     )
     # Compile first, on a one-layer sweep with the full sweep's call shapes, so the timed run
     # measures running only (compile time is printed separately).
     units = direction[None]
-    rows, _ = steering.steering_rows(len(lengths), units, scales, layers, alphas)
-    dec_rows, pre_rows = steering.batch_sizes(len(lengths), rows, settings)
+    rows, _ = steering.steering_rows(
+        len(lengths), steering.SteeringGrid(units, scales, layers, alphas)
+    )
+    dec_rows, pre_rows = batch_sizes(len(lengths), rows, settings)
     settings = dataclasses.replace(
         settings, batch_rows=dec_rows, prefill_rows=pre_rows, exact_batches=True
     )
     t0 = time.perf_counter()
+    cc_warmup = compile_cache.CompileCounter().start()
     # One layer with every alpha: the same re-run pieces (and prompt windows) as each layer.
-    steering.steering_sweep(
-        cfg, ours.params, ids, mask, units, scales, layers[:1], alphas, settings
-    )
+    one_layer = steering.SteeringGrid(units, scales, layers[:1], alphas)
+    steering.steering_sweep(cfg, ours.params, ids, mask, one_layer, settings)
     t_comp = time.perf_counter() - t0
+    cc_warmup.stop()
     print(
         f"decode calls of {dec_rows} rows, re-run calls of {pre_rows} rows; warm-up (compile, "
-        f"and a one-layer sweep with these shapes) {t_comp:.1f} s"
+        f"and a one-layer sweep with these shapes) {t_comp:.1f} s, of which {cc_warmup}"
     )
-    compile_s = []
-
-    def on_event(name, secs, **kw):
-        if name.startswith("/jax/core/compile/backend_compile"):
-            compile_s.append(secs)
-
-    monitoring.register_event_duration_secs_listener(on_event)
+    cc_run = compile_cache.CompileCounter().start()
     timings = {}
     c0, t0 = cpu_seconds(), time.perf_counter()
     sweep = steering.steering_sweep(
-        cfg, ours.params, ids, mask, units, scales, layers, alphas, settings, timings=timings
+        cfg,
+        ours.params,
+        ids,
+        mask,
+        steering.SteeringGrid(units, scales, layers, alphas),
+        settings,
+        timings=timings,
     )
     t_run = time.perf_counter() - t0
     cpu_run = cpu_seconds() - c0
+    cc_run.stop()
     peak1, peak1_cpu = peak_gflops()
     peak, peak_cpu = max(peak0, peak1), max(peak0_cpu, peak1_cpu)
     cores = os.cpu_count()
@@ -232,7 +285,7 @@ def main():
         f"{fl['total'] / 1e12:.2f} TFLOP -> bound at peak {fl['total'] / peak / 1e9:.1f} s"
     )
     print(
-        f"jaxcirc sweep: run {t_run:.1f} s (compiles during it: {sum(compile_s):.1f} s) = "
+        f"jaxcirc sweep: run {t_run:.1f} s (compiles during it: {cc_run.compile_seconds:.1f} s) = "
         f"{fl['total'] / t_run / 1e9:.1f} GFLOP/s = {fl['total'] / t_run / 1e9 / peak:.0%} of "
         f"peak; with the warm-up {fl['total'] / (t_run + t_comp) / 1e9 / peak:.0%}"
     )
@@ -256,6 +309,17 @@ def main():
         f"GFLOP/s against the peak's {peak_cpu:.1f} per CPU-second: "
         f"{fl['total'] / cpu_run * cores / 1e9 / peak_cpu:.0%}"
     )
+    if args.totals_json:
+        totals = {"warmup": t_comp, "run": t_run, "compile": cc_warmup.stats.as_dict()}
+        _Path(args.totals_json).write_text(json.dumps(totals))
+    warm = warm_second_process(warm_base) if args.warm else None
+    if warm:
+        print(
+            f"compile cache: warm-up {t_comp:.1f} s cold ({cc_warmup.compiles} programs compiled) "
+            f"vs {warm['warmup']:.1f} s warm ({warm['compile']['cache_hits']} loaded, "
+            f"{warm['compile']['compiles']} compiled) in a second process; warm-up + sweep "
+            f"{t_comp + t_run:.1f} s vs {warm['warmup'] + warm['run']:.1f} s"
+        )
     if args.skip_hf:
         return
     all_cells = [(L, a) for L in layers for a in alphas]
@@ -299,7 +363,17 @@ def main():
     print(f"| transformers.generate + forward pre-hook | {t_hf:.1f} | {t_hf / t_run:.2f}x |")
     print(f"| jaxcirc sweep (run, compile excluded) | {t_run:.1f} | 1.00x |")
     t_all = t_run + t_comp
-    print(f"| jaxcirc sweep + warm-up (compile) | {t_all:.1f} | {t_all / t_run:.2f}x |")
+    print(
+        f"| jaxcirc sweep + warm-up ({cc_warmup.compiles} programs compiled, "
+        f"{cc_warmup.cache_hits} loaded from the compile cache) | {t_all:.1f} | "
+        f"{t_all / t_run:.2f}x |"
+    )
+    if warm:
+        w_all = warm["warmup"] + warm["run"]
+        print(
+            f"| same, warm compile cache (second process: {warm['compile']['cache_hits']} loaded) "
+            f"| {w_all:.1f} | {w_all / t_run:.2f}x |"
+        )
     print(
         f"| FLOP bound at measured peak {peak:.1f} GFLOP/s | {fl['total'] / peak / 1e9:.1f} | "
         f"{fl['total'] / peak / 1e9 / t_run:.2f}x |"

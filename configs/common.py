@@ -5,22 +5,14 @@ from __future__ import annotations
 import ml_collections
 
 from configs import sections
+from jaxcirc import config_check
 
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = ""  # shown in the report title
     # Phases to run, in order; see jaxcirc.study.PHASES.
-    c.phases = [
-        "dataset",
-        "extract",
-        "vectors",
-        "alignment",
-        "steering",
-        "heads",
-        "cross_model",
-        "report",
-    ]
+    c.phases = list(config_check.PHASES)
     # Threads for the per-model phases (vectors, steering, heads), the alignment and the
     # cross-model phase, which are independent once their inputs exist; above 1, the demo's
     # stand-ins also train all at once. Results do not depend on it. 1 = one after another.

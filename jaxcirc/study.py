@@ -3,10 +3,14 @@
     run_study(cfg, workdir)            # every phase in cfg.phases, then the report
     run_phase("vectors", cfg, workdir) # one phase (and whatever it needs that is not done yet)
 
-Each phase is a `Stage` of the run directory (jaxcirc.infra.artifacts): its key is the phase's config
-section plus the output hashes of the stages it reads, so an interrupted run resumes where it
-stopped and a changed config recomputes exactly the phases it affects. Models are loaded lazily:
-a rerun whose phases are all done loads nothing.
+Every phase module in `jaxcirc.phases` has one interface, `run(inputs, section, out_dir) ->
+summary`. The study loads each phase's inputs from the stages before it and gives it its config
+`section` (built by `phase_sections`): the phase reads nothing else. Each phase is a `Stage` of
+the run directory (jaxcirc.infra.artifacts) whose key is exactly that section, the phase's code
+VERSION and the output hashes of the stages it reads, so no phase can read a setting its key
+does not cover: an interrupted run resumes where it stopped, and a changed setting recomputes
+exactly the phases that read it. Models are loaded lazily: a rerun whose phases are all done
+loads nothing.
 """
 
 from __future__ import annotations
@@ -16,27 +20,28 @@ import dataclasses
 import functools
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
 import ml_collections
 
+from jaxcirc import config_check
 from jaxcirc.data import dataset
-from jaxcirc.data.emotions import EMOTIONAL
-from jaxcirc.infra import artifacts, progress
+from jaxcirc.data.activations import Activations
+from jaxcirc.data.emotions import EMOTIONAL, NEUTRAL
+from jaxcirc.infra import artifacts, compile_cache, progress, runlock
+from jaxcirc.phases import alignment as alignment_phase
+from jaxcirc.phases import cross_model as cross_model_phase
+from jaxcirc.phases import dataset as dataset_phase
+from jaxcirc.phases import extract as extract_phase
+from jaxcirc.phases import heads as heads_phase
+from jaxcirc.phases import steering as steering_phase
+from jaxcirc.phases import vectors as vectors_phase
 
-PHASES = (
-    "dataset",
-    "extract",
-    "vectors",
-    "alignment",
-    "steering",
-    "heads",
-    "cross_model",
-    "report",
-)
+PHASES = config_check.PHASES
 
-# Bump when a phase's outputs change meaning: every stage then recomputes.
+# Bump when every phase's outputs change meaning; each phase module has its own VERSION too.
 STUDY_VERSION = 1
 
 
@@ -47,57 +52,7 @@ def log(msg: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation before any work: bad input fails at once with one line.
-
-
-def validate_config(cfg: ml_collections.ConfigDict):
-    _check_phases(cfg.phases, "config.phases")
-    if cfg.models.kind not in ("standin", "checkpoint"):
-        raise ValueError(f"config.models.kind={cfg.models.kind!r}; use 'standin' or 'checkpoint'")
-    if cfg.models.kind == "checkpoint" and not cfg.models.sources:
-        raise ValueError("config.models.sources is empty; name at least one checkpoint")
-    if cfg.dataset.set not in ("baseline", "extended"):
-        raise ValueError(f"config.dataset.set={cfg.dataset.set!r}; use 'baseline' or 'extended'")
-    workers = cfg.get("workers", 1)
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"config.workers={workers!r}; use a positive number of threads (1 = none)")
-
-
-def _check_phases(names, what: str):
-    unknown = [p for p in names if p not in PHASES]
-    if unknown:
-        raise ValueError(f"{what} name unknown phase(s) {unknown}; choose from {list(PHASES)}")
-
-
-def validate_layers(cfg, model_label: str, n_layers: int):
-    """Every layer the config names must exist in the model (steering adds at resid_pre[l])."""
-    for section, field in (("steering", "layers"), ("heads", "layers")):
-        if section not in cfg or field not in cfg[section]:
-            continue
-        layers = cfg[section][field]
-        if layers is None:
-            continue
-        bad = [int(layer) for layer in layers if not 0 <= int(layer) < n_layers]
-        if bad:
-            raise ValueError(
-                f"config.{section}.{field} names layer(s) {bad} but {model_label} has layers "
-                f"0..{n_layers - 1}; fix the config"
-            )
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-def load_dataset(cfg, run: artifacts.RunDir | None = None) -> dict[str, list[dataset.Record]]:
-    """{"prompts": the baseline or extended set, "realworld": the 35 texts}: from the shipped
-    prompts, or from `cfg.dataset.path` (a JSONL file in the dataset schema) when set."""
-    if cfg.dataset.get("path"):
-        prompts = dataset.read_jsonl(cfg.dataset.path)
-    else:
-        prompts = dataset.build(cfg.dataset.set)
-    realworld = dataset.build("realworld") if cfg.dataset.realworld else []
-    return {"prompts": prompts, "realworld": realworld}
+# Models
 
 
 @functools.lru_cache(maxsize=4)
@@ -110,15 +65,14 @@ def _load_models(cfg):
 
     mc = cfg.models
     if mc.kind == "standin":
-        from jaxcirc.demo import standins as demo_models
+        from jaxcirc.demo import standins
 
-        train_cfg = demo_models.TrainConfig(**mc.train.to_dict()) if "train" in mc else None
-        loaded, metrics = demo_models.load_or_train(
+        train_cfg = standins.TrainConfig(**mc.train.to_dict()) if "train" in mc else None
+        loaded, metrics = standins.load_or_train(
             Path(mc.cache_dir).expanduser(),
             families=tuple(mc.families),
             train_cfg=train_cfg,
-            n_lines=mc.corpus_lines,
-            seed=mc.seed,
+            data=standins.DemoCorpus(n_lines=mc.corpus_lines, seed=mc.seed),
             shape=_standin_shape(mc),
             # With threads at all, every stand-in trains at once: three models in three
             # threads took 8-13% less wall time than two and then one (benchmarks/RESULTS.md).
@@ -145,7 +99,7 @@ def load_models(cfg) -> tuple[dict, dict]:
     blob = json.dumps(cfg.models.to_dict(), sort_keys=True, default=lambda o: o.to_dict())
     loaded, notes = _load_models_cached(blob)
     for label, m in loaded.items():
-        validate_layers(cfg, label, m.config.n_layers)
+        config_check.check_layers(cfg, label, m.config.n_layers)
     return loaded, notes
 
 
@@ -160,210 +114,158 @@ def model_identity(m) -> dict:
 def model_labels(cfg) -> list[str]:
     if cfg.models.kind == "checkpoint":
         return [s.label for s in cfg.models.sources]
-    from jaxcirc.demo import standins as demo_models
+    from jaxcirc.demo import standins
 
     shape = _standin_shape(cfg.models)
-    return [demo_models.standin_label(f, shape) for f in cfg.models.families]
+    return [standins.standin_label(f, shape) for f in cfg.models.families]
 
 
 def _standin_shape(mc):
-    from jaxcirc.demo import standins as demo_models
+    from jaxcirc.demo import standins
 
-    return (
-        demo_models.StandinShape(**mc.shape.to_dict())
-        if "shape" in mc
-        else demo_models.StandinShape()
-    )
+    return standins.StandinShape(**mc.shape.to_dict()) if "shape" in mc else standins.StandinShape()
 
 
 # ---------------------------------------------------------------------------------------------
-# The phases
+# What each phase reads of the config
+
+
+def _section(d: dict) -> ml_collections.ConfigDict:
+    # Locked: a phase that reads a setting its section lacks fails at once instead of reading a
+    # value its stage key does not cover.
+    return ml_collections.ConfigDict(d).lock()
+
+
+def _heads_section(cfg, n_layers: int | None) -> ml_collections.ConfigDict:
+    """The heads phase's settings: the screen, and the future-work parts the config turns on
+    (`circuits`, `neurons`, `generation`), with the study's BOS choice and a neuron range past
+    the model's last layer clipped to its last two layers (the demo's stand-ins have 4)."""
+    out = {"heads": cfg.heads.to_dict()}
+    for name in ("circuits", "neurons", "generation"):
+        sub = cfg.get(f"heads_{name}")
+        if sub is None or not sub.get("enabled", True):
+            continue
+        d = sub.to_dict()
+        d.pop("enabled", None)
+        if "prepend_bos" in d:
+            d["prepend_bos"] = cfg.prepend_bos
+        if name == "neurons" and n_layers is not None:
+            lo, hi = (int(x) for x in d["layers"])
+            if hi > n_layers:
+                lo, hi = max(0, n_layers - 2), n_layers
+            d["layers"] = (lo, hi)
+        out[name] = d
+    return _section(out)
+
+
+def phase_sections(cfg, phase: str, n_layers: int | None = None) -> ml_collections.ConfigDict:
+    """The config section `phase` runs with, and the one its stage key covers.
+
+    n_layers: the model's depth, for the heads phase (its neuron range is fitted to it)."""
+    if phase == "extract":
+        return _section({"batch_size": cfg.extract.batch_size, "prepend_bos": cfg.prepend_bos})
+    if phase == "heads":
+        return _heads_section(cfg, n_layers)
+    if phase == "cross_model":
+        return _section({"cross_model": cfg.cross_model.to_dict(), "steering": cfg.steering})
+    if phase == "report":
+        return _section(cfg.to_dict())
+    return _section(cfg[phase].to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
 
 
 @dataclasses.dataclass
 class Study:
+    """One run: the config, the run directory, the models (loaded on first use) and the stages
+    finished so far (reported when a run is interrupted)."""
+
     cfg: ml_collections.ConfigDict
     run: artifacts.RunDir
+    finished: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
     _models: dict | None = None
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     @property
     def models(self) -> dict:
-        if self._models is None:
-            self._models, notes = load_models(self.cfg)
-            info = {
-                label: {
-                    "family": m.config.family,
-                    "n_layers": m.config.n_layers,
-                    "d_model": m.config.d_model,
-                    "n_heads": m.config.n_heads,
-                    "d_vocab": m.config.d_vocab,
-                    "notes": notes.get(label, ""),
-                }
-                for label, m in self._models.items()
-            }
-            artifacts.write_json(self.run.path("models.json"), info)
+        with self._lock:
+            if self._models is None:
+                self._models, notes = load_models(self.cfg)
+                artifacts.write_json(self.run.path("models.json"), _model_info(self._models, notes))
         return self._models
 
-    def key(self, phase: str, **upstream) -> dict:
-        section = self.cfg[phase].to_dict() if phase in self.cfg else {}
-        return {"version": STUDY_VERSION, "phase": phase, "cfg": section, **upstream}
+    def identity(self, label: str) -> dict:
+        """Model identity without loading the model when the config alone identifies it."""
+        if self.cfg.models.kind == "standin":
+            return {"standin": self.cfg.models.to_dict(), "label": label}
+        return model_identity(self.models[label])
+
+    def stage(self, name: str, phase: str, section, **upstream) -> artifacts.Stage:
+        module = _MODULES[phase]
+        key = {
+            "version": STUDY_VERSION,
+            "phase": phase,
+            "code": getattr(module, "VERSION", 1),
+            "cfg": section.to_dict(),
+            **upstream,
+        }
+        return self.run.stage(name, key)
+
+    def compute(self, stage: artifacts.Stage, what: str, fn) -> str:
+        """Run `fn()` (which writes the stage's files) unless the stage is done; finish the stage
+        with every file it wrote; log its time, compile time and compile count."""
+        if stage.done:
+            self.skipped.append(stage.name)
+            return stage.output_hash()
+        log(what)
+        t0 = time.perf_counter()
+        with compile_cache.CompileCounter() as cc:
+            summary = fn()
+        if summary is not None:
+            artifacts.write_json(stage.path("summary.json"), summary)
+        seconds = time.perf_counter() - t0
+        timing = {
+            "seconds": round(seconds, 2),
+            "compile_seconds": round(cc.compile_seconds, 2),
+            "compiles": cc.compiles,
+            "compile_cache_hits": cc.cache_hits,
+        }
+        stage.finish(_listing(stage), meta={"timing": timing})
+        self.finished.append(stage.name)
+        log(f"{stage.name}: {seconds:.1f} s ({cc})")
+        return stage.output_hash()
+
+    def records(self, name: str) -> list[dataset.Record]:
+        path = self.run.root / "dataset" / f"{name}.jsonl"
+        return (
+            dataset.read_jsonl(path, expect_balanced=name != "realworld") if path.exists() else []
+        )
+
+    def acts(self, label: str) -> Activations:
+        return Activations.load(
+            self.run.root / "extract" / artifacts.slug(label) / "activations.npz"
+        )
 
 
-def _phase_dataset(st: Study) -> str:
-    cfg = st.cfg
-    stage = st.run.stage("dataset", st.key("dataset", ds=cfg.dataset.to_dict()))
-    if not stage.done:
-        sets = load_dataset(cfg)
-        outputs = {}
-        for name, records in sets.items():
-            if records:
-                dataset.write_jsonl(records, stage.path(f"{name}.jsonl"))
-                outputs[name] = f"{name}.jsonl"
-        stats = {name: dataset.stats(recs) for name, recs in sets.items() if recs}
-        artifacts.write_json(stage.path("stats.json"), stats)
-        outputs["stats"] = "stats.json"
-        stage.finish(outputs)
-        log(f"dataset: {', '.join(f'{k} {len(v)}' for k, v in sets.items())} records")
-    return stage.output_hash()
-
-
-def _records(st: Study, name: str) -> list[dataset.Record]:
-    path = st.run.root / "dataset" / f"{name}.jsonl"
-    return dataset.read_jsonl(path, expect_balanced=name != "realworld") if path.exists() else []
-
-
-def _phase_extract(st: Study, ds_hash: str) -> dict[str, str]:
-    from jaxcirc.phases import extract
-
-    hashes = {}
-    for label in model_labels(st.cfg):
-        stage_name = f"extract/{artifacts.slug(label)}"
-        key_args = dict(ds=ds_hash, bos=st.cfg.prepend_bos, label=label)
-        stage = st.run.stage(stage_name, st.key("extract", **key_args, model=_ident(st, label)))
-        if not stage.done:
-            m = st.models[label]
-            log(f"extract: {label}")
-            acts = extract.extract_residuals(
-                m,
-                _records(st, "prompts"),
-                prepend_bos=st.cfg.prepend_bos,
-                batch_size=st.cfg.extract.batch_size,
-                label=label,
-            )
-            acts.save(stage.path("activations.npz"))
-            stage.finish(_listing(stage))
-        hashes[label] = stage.output_hash()
-    return hashes
-
-
-def _ident(st: Study, label: str) -> dict:
-    """Model identity without loading the model when the config alone identifies it."""
-    cfg = st.cfg
-    if cfg.models.kind == "standin":
-        return {"standin": cfg.models.to_dict(), "label": label}
-    return model_identity(st.models[label])
-
-
-def _listing(stage) -> dict[str, str]:
-    """Every file in the stage directory, as the stage's outputs."""
+def _model_info(loaded: dict, notes: dict) -> dict:
     return {
-        p.name: p.name
-        for p in sorted(stage.dir.iterdir())
-        if p.is_file() and not p.name.startswith(".")
+        label: {
+            "family": m.config.family,
+            "n_layers": m.config.n_layers,
+            "d_model": m.config.d_model,
+            "n_heads": m.config.n_heads,
+            "d_vocab": m.config.d_vocab,
+            "notes": notes.get(label, ""),
+        }
+        for label, m in loaded.items()
     }
 
 
-def _load_acts(st: Study, label: str):
-    from jaxcirc.phases import extract
-
-    return extract.Activations.load(
-        st.run.root / "extract" / artifacts.slug(label) / "activations.npz"
-    )
-
-
-def _vectors_one(st: Study, label: str, h: str) -> str:
-    from jaxcirc.phases import vectors as phase_vectors
-
-    stage = st.run.stage(f"vectors/{artifacts.slug(label)}", st.key("vectors", acts=h))
-    if not stage.done:
-        log(f"vectors: {label}")
-        summary = phase_vectors.run_vectors(_load_acts(st, label), st.cfg.vectors, stage.dir)
-        artifacts.write_json(stage.path("summary.json"), summary)
-        stage.finish(_listing(stage))
-    return stage.output_hash()
-
-
-def _phase_alignment(st: Study, acts_hashes: dict[str, str]) -> str | None:
-    from jaxcirc.phases import alignment as phase_alignment
-
-    if len(acts_hashes) < 2:
-        log("alignment: skipped (needs two models)")
-        return None
-    stage = st.run.stage("alignment", st.key("alignment", acts=acts_hashes))
-    if not stage.done:
-        log(f"alignment: {len(acts_hashes)} models")
-        acts = {label: _load_acts(st, label) for label in acts_hashes}
-        summary = phase_alignment.run_alignment(acts, st.cfg.alignment, stage.dir)
-        artifacts.write_json(stage.path("summary.json"), summary)
-        stage.finish(_listing(stage))
-    return stage.output_hash()
-
-
-def _vectors(st: Study, label: str, kind: str, centre: str) -> dict:
-    """The emotion vectors a later phase uses: {emotion: [layer+1, d_model]} (numpy)."""
-    from jaxcirc.phases import vectors as phase_vectors
-
-    return phase_vectors.emotion_vectors(_load_acts(st, label), kind, centre)
-
-
-def _texts(records) -> list[str]:
-    return [r.text for r in records]
-
-
-def _steering_one(st: Study, label: str, h: str) -> str:
-    from jaxcirc.phases import steering
-
-    cfg = st.cfg
-    stage = st.run.stage(
-        f"steering/{artifacts.slug(label)}", st.key("steering", vectors=h, model=_ident(st, label))
-    )
-    if not stage.done:
-        log(f"steering: {label}")
-        prompts = _records(st, "prompts")
-        neutral = _texts([r for r in prompts if r.emotion == "neutral"])
-        inputs = {"neutral": neutral[: cfg.steering.max_prompts]}
-        realworld = _texts(_records(st, "realworld"))
-        if realworld:
-            inputs["realworld"] = realworld
-        vecs = _vectors(st, label, cfg.steering.vector_method, cfg.steering.vector_centre)
-        summary = {}
-        for name, texts in inputs.items():
-            out_dir = stage.dir / name
-            out_dir.mkdir(parents=True, exist_ok=True)
-            summary[name] = steering.run_steering(
-                st.models[label], texts, vecs, cfg.steering, out_dir
-            )
-        summary["patching"] = {}
-        for emo in cfg.steering.patch_emotions:
-            source = _texts([r for r in prompts if r.emotion == emo])
-            pdir = stage.dir / "patching" / emo
-            pdir.mkdir(parents=True, exist_ok=True)
-            summary["patching"][emo] = steering.run_patching(
-                st.models[label],
-                inputs["neutral"],
-                source[: len(inputs["neutral"])],
-                cfg.steering,
-                pdir,
-                source_label=emo,
-                vectors=vecs,
-            )
-        artifacts.write_json(stage.path("summary.json"), summary)
-        stage.finish(_listing_tree(stage))
-    return stage.output_hash()
-
-
-def _listing_tree(stage) -> dict[str, str]:
-    """Every file under the stage directory (subfolders too)."""
+def _listing(stage) -> dict[str, str]:
+    """Every file under the stage directory (subfolders too) but the stamp, as its outputs."""
     return {
         str(p.relative_to(stage.dir)): str(p.relative_to(stage.dir))
         for p in sorted(stage.dir.rglob("*"))
@@ -371,162 +273,185 @@ def _listing_tree(stage) -> dict[str, str]:
     }
 
 
-def _heads_extras(cfg, n_layers: int) -> dict:
-    """The future-work parts of phase 7 the config turns on, with layer ranges fitted to the
-    model (a neuron range past the last layer is clipped to the last two layers)."""
-    out = {}
-    for name in ("circuits", "neurons", "generation"):
-        sub = cfg.get(f"heads_{name}")
-        if sub is None or not sub.get("enabled", True):
-            continue
-        d = sub.to_dict()
-        d.pop("enabled", None)
-        sub = ml_collections.ConfigDict(d)
-        for k in ("prepend_bos",):
-            if k in sub:
-                sub[k] = cfg.prepend_bos
-        if name == "neurons":
-            lo, hi = (int(x) for x in sub.layers)
-            if hi > n_layers:
-                lo, hi = max(0, n_layers - 2), n_layers
-            sub.layers = (lo, hi)
-        out[name] = sub
-    return out
+def _texts(records, emotion: str | None = None) -> list[str]:
+    return [r.text for r in records if emotion is None or r.emotion == emotion]
 
 
-def _jsonable(obj):
-    """A phase helper's result as something json can hold (dataclasses, arrays, paths)."""
-    from jaxcirc.core import stats
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-        obj = {
-            k: v
-            for k, v in obj.items()
-            if k in ("rows", "top", "summary", "files", "sets", "effects")
-        }
-    try:
-        return stats.to_jsonable(obj)
-    except Exception:  # noqa: BLE001 - the files on disk are the record; the summary is a pointer
-        return str(type(obj).__name__)
+# ---------------------------------------------------------------------------------------------
+# One function per stage: load the inputs from earlier stages, call the phase's run().
 
 
-def _heads_one(st: Study, label: str, h: str) -> str:
-    from jaxcirc.phases import circuits, head_generation, heads, neurons
-
-    cfg = st.cfg
-    stage = st.run.stage(
-        f"heads/{artifacts.slug(label)}",
-        st.key(
-            "heads",
-            vectors=h,
-            model=_ident(st, label),
-            extras={k: cfg[k].to_dict() for k in cfg if k.startswith("heads_")},
-        ),
+def _dataset(st: Study) -> str:
+    section = phase_sections(st.cfg, "dataset")
+    stage = st.stage("dataset", "dataset", section)
+    if stage.done:
+        st.skipped.append("dataset")
+        return stage.output_hash()
+    inputs = dataset_phase.load_inputs(section)
+    where = section.path or f"the shipped {section.set} set"
+    config_check.check_dataset(st.cfg, dataset.class_counts(inputs.prompts), where)
+    counts = f"prompts {len(inputs.prompts)}, realworld {len(inputs.realworld)}"
+    return st.compute(
+        stage, f"dataset: {counts} records", lambda: dataset_phase.run(inputs, section, stage.dir)
     )
-    if not stage.done:
-        log(f"heads: {label}")
-        prompts = _records(st, "prompts")
-        emotional = {emo: _texts([r for r in prompts if r.emotion == emo]) for emo in EMOTIONAL}
-        neutral = _texts([r for r in prompts if r.emotion == "neutral"])
-        vecs = _vectors(st, label, cfg.heads.vector_method, cfg.heads.vector_centre)
-        # Every score row says which vectors its projection measure used.
-        named = {
-            "vector_label": f"{cfg.heads.vector_method} emotion vectors, centre="
-            f"{cfg.heads.vector_centre}",
-            "model_label": label,
-        }
-        hcfg = ml_collections.ConfigDict({**cfg.heads.to_dict(), **named})
-        m = st.models[label]
-        res = heads.run_heads(m, emotional, neutral, vecs, hcfg, stage.dir)
-        summary = {
-            "top": res.top,
-            "correlations": res.correlations,
-            "files": {k: str(v) for k, v in res.files.items()},
-        }
-        extra = _heads_extras(cfg, m.config.n_layers)
-        for sub in extra.values():
-            for k, v in named.items():
-                if k in sub:
-                    sub[k] = v
-        if "circuits" in extra:
-            summary["circuits"] = _jsonable(
-                circuits.run_circuits(
-                    m,
-                    emotional,
-                    neutral,
-                    vecs,
-                    extra["circuits"],
-                    stage.dir / "circuits",
-                    screen_rows=res.rows,
-                    word_ids=res.word_ids,
-                    tokenize_cfg=cfg.heads,
-                )
-            )
-        if "neurons" in extra:
-            summary["neurons"] = _jsonable(
-                neurons.run_neurons(
-                    m,
-                    emotional,
-                    neutral,
-                    vecs,
-                    extra["neurons"],
-                    stage.dir / "neurons",
-                    word_ids=res.word_ids,
-                )
-            )
-        if "generation" in extra:
-            summary["generation"] = _jsonable(
-                head_generation.run_head_generation(
-                    m,
-                    emotional,
-                    neutral,
-                    extra["generation"],
-                    stage.dir / "generation",
-                    screen_rows=res.rows,
-                )
-            )
-        artifacts.write_json(stage.path("summary.json"), summary)
-        stage.finish(_listing_tree(stage))
-    return stage.output_hash()
 
 
-def _phase_cross_model(st: Study, align_hash: str | None, vec_hashes: dict[str, str]) -> str | None:
-    from jaxcirc.phases import cross_model
+def _extract(st: Study, ds_hash: str) -> dict[str, str]:
+    section = phase_sections(st.cfg, "extract")
+    hashes = {}
+    for label in model_labels(st.cfg):
+        stage = st.stage(
+            f"extract/{artifacts.slug(label)}",
+            "extract",
+            section,
+            ds=ds_hash,
+            label=label,
+            model=st.identity(label),
+        )
 
+        def fn(label=label, out_dir=stage.dir):
+            inputs = extract_phase.Inputs(st.models[label], st.records("prompts"), label)
+            return extract_phase.run(inputs, section, out_dir)
+
+        hashes[label] = st.compute(stage, f"extract: {label}", fn)
+    return hashes
+
+
+def _vectors(st: Study, label: str, h: str) -> str:
+    section = phase_sections(st.cfg, "vectors")
+    stage = st.stage(f"vectors/{artifacts.slug(label)}", "vectors", section, acts=h)
+
+    def fn():
+        return vectors_phase.run(vectors_phase.Inputs(st.acts(label)), section, stage.dir)
+
+    return st.compute(stage, f"vectors: {label}", fn)
+
+
+def _alignment(st: Study, acts_hashes: dict[str, str]) -> str | None:
+    if len(acts_hashes) < 2:
+        log("alignment: skipped (needs two models)")
+        return None
+    section = phase_sections(st.cfg, "alignment")
+    stage = st.stage("alignment", "alignment", section, acts=acts_hashes)
+
+    def fn():
+        inputs = alignment_phase.Inputs({label: st.acts(label) for label in acts_hashes})
+        return alignment_phase.run(inputs, section, stage.dir)
+
+    return st.compute(stage, f"alignment: {len(acts_hashes)} models", fn)
+
+
+def _emotion_vectors(st: Study, label: str, method: str, centre: str) -> dict:
+    """The emotion vectors a later phase uses: {emotion: [layer+1, d_model]} (numpy)."""
+    from jaxcirc.core import vectors
+
+    return vectors.emotion_vectors(st.acts(label), method, centre)
+
+
+def _steering(st: Study, label: str, h: str) -> str:
+    section = phase_sections(st.cfg, "steering")
+    stage = st.stage(
+        f"steering/{artifacts.slug(label)}",
+        "steering",
+        section,
+        vectors=h,
+        model=st.identity(label),
+    )
+
+    def fn():
+        prompts = st.records("prompts")
+        inputs = steering_phase.Inputs(
+            model=st.models[label],
+            neutral=_texts(prompts, NEUTRAL),
+            realworld=_texts(st.records("realworld")),
+            sources={e: _texts(prompts, e) for e in section.patch_emotions},
+            vectors=_emotion_vectors(st, label, section.vector_method, section.vector_centre),
+        )
+        return steering_phase.run(inputs, section, stage.dir)
+
+    return st.compute(stage, f"steering: {label}", fn)
+
+
+def _heads(st: Study, label: str, h: str) -> str:
+    n_layers = _depth(st, label)
+    section = phase_sections(st.cfg, "heads", n_layers)
+    stage = st.stage(
+        f"heads/{artifacts.slug(label)}", "heads", section, vectors=h, model=st.identity(label)
+    )
+
+    def fn():
+        prompts = st.records("prompts")
+        hs = section.heads
+        inputs = heads_phase.Inputs(
+            model=st.models[label],
+            model_label=label,
+            emotional={e: _texts(prompts, e) for e in EMOTIONAL},
+            neutral=_texts(prompts, NEUTRAL),
+            vectors=_emotion_vectors(st, label, hs.vector_method, hs.vector_centre),
+        )
+        return heads_phase.run(inputs, section, stage.dir)
+
+    return st.compute(stage, f"heads: {label}", fn)
+
+
+def _depth(st: Study, label: str) -> int:
+    """A model's number of layers, without loading a stand-in (its config says it)."""
+    if st.cfg.models.kind == "standin":
+        return int(_standin_shape(st.cfg.models).n_layers)
+    return st.models[label].config.n_layers
+
+
+def _cross_model(st: Study, align_hash: str | None, vec_hashes: dict[str, str]) -> str | None:
     if align_hash is None:
         log("cross_model: skipped (needs the alignment phase)")
         return None
-    stage = st.run.stage(
-        "cross_model",
-        st.key(
-            "cross_model",
-            align=align_hash,
-            vectors=vec_hashes,
-            models={lb: _ident(st, lb) for lb in vec_hashes},
-        ),
+    section = phase_sections(st.cfg, "cross_model")
+    idents = {lb: st.identity(lb) for lb in vec_hashes}
+    stage = st.stage(
+        "cross_model", "cross_model", section, align=align_hash, vectors=vec_hashes, models=idents
     )
-    if not stage.done:
-        log("cross_model: steering each model with the others' mapped vectors")
-        prompts = _records(st, "prompts")
-        neutral = _texts([r for r in prompts if r.emotion == "neutral"])
-        acts = {label: _load_acts(st, label) for label in vec_hashes}
-        summary = cross_model.run_cross_model(
-            st.models, acts, neutral[: st.cfg.cross_model.max_prompts], st.cfg, stage.dir
+
+    def fn():
+        neutral = _texts(st.records("prompts"), NEUTRAL)
+        inputs = cross_model_phase.Inputs(
+            models=st.models,
+            acts={label: st.acts(label) for label in vec_hashes},
+            prompts=neutral[: section.cross_model.max_prompts],
         )
-        artifacts.write_json(stage.path("summary.json"), summary)
-        stage.finish(_listing_tree(stage))
-    return stage.output_hash()
+        return cross_model_phase.run(inputs, section, stage.dir)
+
+    what = "cross_model: steering each model with the others' mapped vectors"
+    return st.compute(stage, what, fn)
 
 
-def _phase_report(st: Study, upstream: dict) -> Path:
+def _report(st: Study, upstream: dict) -> Path:
     from jaxcirc import report
 
-    stage = st.run.stage("report", st.key("report", upstream=upstream))
-    if not stage.done:
-        path = report.write_report(st.run.root, st.cfg)
+    section = phase_sections(st.cfg, "report")
+    stage = st.stage("report", "report", section, upstream=upstream)
+    if stage.done:
+        st.skipped.append("report")
+    else:
+        path = report.write_report(st.run.root, st.cfg, model_labels(st.cfg))
         stage.finish({"report": "report.md"} if path.parent == stage.dir else _listing(stage))
+        st.finished.append("report")
     return st.run.root / "report.md"
+
+
+_MODULES = {
+    "dataset": dataset_phase,
+    "extract": extract_phase,
+    "vectors": vectors_phase,
+    "alignment": alignment_phase,
+    "steering": steering_phase,
+    "heads": heads_phase,
+    "cross_model": cross_model_phase,
+    "report": None,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration
 
 
 def _run_tasks(tasks: dict, workers: int, st: Study) -> dict:
@@ -535,7 +460,8 @@ def _run_tasks(tasks: dict, workers: int, st: Study) -> dict:
     idle much of the time (compiling, Python scoring and plotting; XLA releases the GIL), and
     each task writes only its own stage directory. Every task's numbers are what it computes
     alone: its inputs and seeds do not depend on what runs beside it. The first error stops
-    the tasks not yet started and is raised."""
+    the tasks not yet started and is raised; an interrupt (Ctrl-C) sets progress.STOP, so the
+    running tasks stop at their next progress step, and is raised at once."""
     # Progress lines name the model whose task prints them: with threads, two models' bars
     # would otherwise interleave under the same description.
     tasks = {k: functools.partial(_labelled, k, fn) for k, fn in tasks.items()}
@@ -545,9 +471,13 @@ def _run_tasks(tasks: dict, workers: int, st: Study) -> dict:
     ex = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="jaxcirc")
     futures = {k: ex.submit(fn) for k, fn in tasks.items()}
     try:
-        return {k: f.result() for k, f in futures.items()}
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+        out = {k: f.result() for k, f in futures.items()}
+    except BaseException:
+        progress.STOP.set()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+    return out
 
 
 def _labelled(key, fn):
@@ -557,27 +487,44 @@ def _labelled(key, fn):
         return fn()
 
 
-def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
-    """Run the configured phases (and what they need) into `workdir`; returns the report path."""
-    validate_config(cfg)
-    _check_phases(phases or [], "the phases asked for")
-    wanted = set(phases or cfg.phases)
-    t0 = time.time()
-    run = artifacts.RunDir(workdir)
-    artifacts.write_json(run.path("config.json"), cfg.to_dict())
-    st = Study(cfg, run)
-    if st.cfg.models.kind == "checkpoint":
-        st.models  # noqa: B018 - fail at once on missing weights, before any work
-    ds = _phase_dataset(st)
-    acts = _phase_extract(st, ds) if wanted - {"dataset"} else {}
+class Interrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C). `message` says which stages finished and that a rerun
+    resumes; every file already written is complete (all writes are atomic)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _interrupted(st: Study) -> Interrupted:
+    done = ", ".join(st.finished) or "none"
+    return Interrupted(
+        f"interrupted; stages finished in this run: {done}; every file written is complete, "
+        f"and the same command resumes from here"
+    )
+
+
+def _per_model(st: Study, phases: tuple[str, ...], wanted: set, hashes: dict, fns: dict) -> dict:
+    return {
+        (phase, label): functools.partial(fns[phase], st, label, h)
+        for phase in phases
+        if phase in wanted and phase in st.cfg.phases
+        for label, h in hashes.items()
+    }
+
+
+def _run(st: Study, wanted: set) -> Path | None:
+    """The phases in order; returns the report's path (None when no report was asked for)."""
+    cfg = st.cfg
+    ds = _dataset(st)
+    acts = _extract(st, ds) if wanted - {"dataset"} else {}
     workers = int(cfg.get("workers", 1))
     # Each model's vectors and the alignment read only the activations: independent tasks.
     tasks = {}
     if wanted & {"vectors", "steering", "heads", "cross_model", "report"}:
-        for label, h in acts.items():
-            tasks[("vectors", label)] = functools.partial(_vectors_one, st, label, h)
+        tasks = _per_model(st, ("vectors",), {"vectors"}, acts, {"vectors": _vectors})
     if wanted & {"alignment", "cross_model", "report"} and "alignment" in cfg.phases:
-        tasks[("alignment", "")] = functools.partial(_phase_alignment, st, acts)
+        tasks[("alignment", "")] = functools.partial(_alignment, st, acts)
     done = _run_tasks(tasks, workers, st)
     vecs = {label: done[("vectors", label)] for label in acts if ("vectors", label) in done}
     upstream = {"dataset": ds, "extract": acts, "vectors": vecs}
@@ -585,14 +532,11 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
         upstream["alignment"] = done[("alignment", "")]
     # Steering and heads of each model and the cross-model phase need only the vectors and the
     # alignment: independent tasks, run in `cfg.workers` threads (see `_run_tasks`).
-    tasks = {}
-    for phase, one in (("steering", _steering_one), ("heads", _heads_one)):
-        if phase in wanted and phase in cfg.phases:
-            for label, h in vecs.items():
-                tasks[(phase, label)] = functools.partial(one, st, label, h)
+    fns = {"steering": _steering, "heads": _heads}
+    tasks = _per_model(st, ("steering", "heads"), wanted, vecs, fns)
     if "cross_model" in wanted and "cross_model" in cfg.phases:
         tasks[("cross_model", "")] = functools.partial(
-            _phase_cross_model, st, upstream.get("alignment"), vecs
+            _cross_model, st, upstream.get("alignment"), vecs
         )
     done = _run_tasks(tasks, workers, st)
     for phase in ("steering", "heads"):
@@ -600,9 +544,37 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
             upstream[phase] = {label: done[(phase, label)] for label in vecs}
     if ("cross_model", "") in done:
         upstream["cross_model"] = done[("cross_model", "")]
-    report_path = None
-    if "report" in wanted:
-        report_path = _phase_report(st, upstream)
+    return _report(st, upstream) if "report" in wanted else None
+
+
+def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
+    """Run the configured phases (and what they need) into `workdir`; returns the report path,
+    or the run directory when no report was asked for.
+
+    Raises ValueError (one line) on a bad config, before any work; `Interrupted` on Ctrl-C."""
+    config_check.check(cfg)
+    config_check.check_phases(phases or [], "the phases asked for")
+    wanted = set(phases or cfg.phases)
+    t0 = time.time()
+    run = artifacts.RunDir(workdir)
+    with runlock.hold(run.root):
+        artifacts.write_json(run.path("config.json"), cfg.to_dict())
+        st = Study(cfg, run)
+        progress.STOP.clear()
+        try:
+            if st.cfg.models.kind == "checkpoint":
+                st.models  # noqa: B018 - fail at once on missing weights, before any work
+            else:
+                for label in model_labels(cfg):  # a stand-in's depth is in its config
+                    config_check.check_layers(cfg, label, _depth(st, label))
+            report_path = _run(st, wanted)
+        except KeyboardInterrupt:
+            raise _interrupted(st) from None
+    if st.skipped:
+        log(
+            f"resumed: skipped {len(st.skipped)} stage(s) already done with the same settings "
+            f"and inputs: {', '.join(st.skipped)}"
+        )
     log(f"done in {time.time() - t0:.0f} s; run directory {run.root}")
     return report_path or run.root
 

@@ -12,31 +12,67 @@ family (`gpt2`, `gpt_neox`, `gpt_neo`) for what differs and how HF checkpoints c
 """
 
 from models.api import LoadedModel, load, random_model, validate_tokens
-from models.checkpoint import CheckpointNotFound
+from models.checkpoint import CheckpointError, CheckpointNotFound
 from models.config import ModelConfig
 from models.contract import Edits, Record, Trace
 from models.convert import ConversionError
 from models.families import config_from_hf, published_hf_config, tiny_hf_config
+from models.generate import Sampling, generate
+from models.scheduler import (
+    PATCH_SITES,
+    EngineSettings,
+    Readout,
+    Rows,
+    RunOut,
+    batch_sizes,
+    run_rows,
+)
 from models.tokens import Tokens, tokenize
-from models.transformer import embed, forward, init_params, run_blocks, unembed
+from models.transformer import (
+    Context,
+    embed,
+    final_at_last,
+    finish_block,
+    forward,
+    init_params,
+    make_context,
+    run_blocks,
+    take_last,
+    unembed,
+)
 
 __all__ = [
+    "CheckpointError",
     "CheckpointNotFound",
+    "Context",
     "ConversionError",
     "Edits",
+    "EngineSettings",
     "LoadedModel",
     "ModelConfig",
+    "PATCH_SITES",
+    "Readout",
     "Record",
+    "Rows",
+    "RunOut",
+    "Sampling",
     "Tokens",
     "Trace",
+    "batch_sizes",
     "config_from_hf",
     "embed",
+    "final_at_last",
+    "finish_block",
     "forward",
+    "generate",
     "init_params",
     "load",
+    "make_context",
     "published_hf_config",
     "random_model",
     "run_blocks",
+    "run_rows",
+    "take_last",
     "tiny_hf_config",
     "tokenize",
     "unembed",

@@ -19,9 +19,11 @@ import numpy as np
 from models import checkpoint, families, param_cache
 from models.config import ModelConfig
 from models.contract import Edits, Record, Trace
+from models.convert import ConversionError
 from models.tokens import Tokens, tokenize
 from models.transformer import forward as _forward
 from models.transformer import init_params
+from models.validate import check_shapes, is_traced, validate_tokens
 
 
 @dataclasses.dataclass
@@ -53,29 +55,45 @@ class LoadedModel:
         vocab_ids=None,
         segments=None,
     ) -> tuple[jnp.ndarray | None, Trace]:
-        """(logits, trace); `tokens` is a `Tokens` or [batch, pos] ids (then `mask` optional).
-        `segments`: packed rows, see `models.transformer.forward`."""
+        """(logits, trace); `tokens` is a `Tokens` or [batch, pos] integer ids (then `mask`
+        optional). `segments`: packed rows, see `models.transformer.forward`.
+
+        Inputs are checked before any cast (ValueError naming the input); under `jax.jit` only
+        shapes and dtypes are checked, values being unknown until the compiled code runs."""
         if isinstance(tokens, Tokens):
             tokens, mask = tokens.ids, tokens.mask
-        tokens = jnp.asarray(tokens, jnp.int32)
         validate_tokens(self.config, tokens)
+        tokens = jnp.asarray(tokens, jnp.int32)
+        check_shapes(self.config, tokens.shape, mask, edits)
         if mask is not None:
             mask = jnp.asarray(mask, bool)
         if segments is not None:
-            segments = np.asarray(segments, np.int32)
-            if segments.shape != tokens.shape:
-                raise ValueError(
-                    f"segments: shape {segments.shape}, expected the tokens' {tokens.shape}"
-                )
-            _check_segments(segments)
-            if mask is not None and not np.array_equal(np.asarray(mask), segments > 0):
-                raise ValueError(
-                    "mask and segments disagree; with packed rows pass segments alone (its "
-                    "zeros are the padding)"
-                )
+            segments = _segments_arg(segments, tokens.shape, mask)
         return _forward(
             self.config, self.params, tokens, mask, edits, record, vocab_ids, segments=segments
         )
+
+
+def _segments_arg(segments, tokens_shape: tuple[int, ...], mask):
+    """`segments` [batch, pos] as the forward takes them. Concrete ones are checked in full (one
+    run per id, agreeing with `mask`); traced ones (under jit) by shape only."""
+    traced = is_traced(segments)
+    segments = jnp.asarray(segments, jnp.int32) if traced else np.asarray(segments, np.int32)
+    if segments.shape != tokens_shape:
+        raise ValueError(f"segments: shape {segments.shape}, expected the tokens' {tokens_shape}")
+    if traced:
+        return segments
+    _check_segments(segments)
+    if (
+        mask is not None
+        and not is_traced(mask)
+        and not np.array_equal(np.asarray(mask), segments > 0)
+    ):
+        raise ValueError(
+            "mask and segments disagree; with packed rows pass segments alone (its "
+            "zeros are the padding)"
+        )
+    return segments
 
 
 def _check_segments(segments: np.ndarray):
@@ -91,20 +109,6 @@ def _check_segments(segments: np.ndarray):
         )
 
 
-def validate_tokens(cfg: ModelConfig, tokens):
-    """Token ids must index the vocabulary and fit the context (checked on the host)."""
-    t = np.asarray(tokens)
-    if t.ndim != 2:
-        raise ValueError(f"tokens have shape {t.shape}; expected [batch, pos]")
-    if t.size and (t.min() < 0 or t.max() >= cfg.d_vocab):
-        raise ValueError(f"token ids span [{t.min()}, {t.max()}]; d_vocab is {cfg.d_vocab}")
-    if cfg.positional == "learned" and t.shape[1] > cfg.n_ctx:
-        raise ValueError(
-            f"{t.shape[1]} tokens exceed the context length n_ctx={cfg.n_ctx} of "
-            f"{cfg.name or cfg.family}; truncate the input"
-        )
-
-
 def load(
     source: str,
     revision: str | None = None,
@@ -116,17 +120,24 @@ def load(
     """Load a GPT-2 / GPT-NeoX (Pythia) / GPT-Neo checkpoint from a folder or a hub name.
 
     Raises `checkpoint.CheckpointNotFound` (a ValueError) with where it looked when the weights
-    are absent, and `convert.ConversionError` for an unsupported architecture or a checkpoint
-    that does not match its config.
+    are absent, `checkpoint.CheckpointError` for a file that cannot be read (config.json not a
+    JSON object, a truncated model.safetensors), and `convert.ConversionError` for an
+    unsupported architecture, a config.json lacking a setting, or weights that do not match
+    their config. Each message is one line naming the file and the fix.
     """
     folder = checkpoint.resolve(source, revision=revision, cache_dir=cache_dir)
     hf = checkpoint.read_config(folder)
-    family = families.family_for(hf, str(folder / "config.json"))
-    cfg = family.config_from_hf(hf, name=str(source), strict=strict_config)
+    where = str(folder / "config.json")
+    family = families.family_for(hf, where)
+    cfg = families.config_from_hf(hf, name=str(source), strict=strict_config, where=where)
     key = param_cache.cache_key(checkpoint.fingerprint(folder)) if use_param_cache else None
     params = param_cache.restore(key) if key else None
     if params is None:
-        params = family.convert(checkpoint.read_weights(folder), cfg)
+        state = checkpoint.read_weights(folder)
+        try:
+            params = family.convert(state, cfg)
+        except ConversionError as e:
+            raise ConversionError(f"{folder}: {e}") from None
         if key:
             param_cache.save(key, params)
     params = jax.tree_util.tree_map(jnp.asarray, params)

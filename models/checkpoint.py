@@ -35,7 +35,12 @@ ALIASES = {
 }
 
 
-class CheckpointNotFound(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint file is there but cannot be read: truncated, not the format its name says,
+    or config.json not a JSON object. The message names the file and the fix."""
+
+
+class CheckpointNotFound(CheckpointError):
     """No weights where the user pointed, nor in the cache, nor on a reachable hub."""
 
 
@@ -89,16 +94,46 @@ def resolve(source: str, revision: str | None = None, cache_dir: str | None = No
     raise CheckpointNotFound(
         f"no checkpoint for {source!r}{rev}: not a local folder, not in the HF cache {cache}, "
         f"hub {'offline' if offline else 'unreachable'} (tried {'; '.join(tried)}); download it "
-        "where the hub is reachable (huggingface-cli download NAME) or pass a local folder "
-        "with config.json + model.safetensors"
+        f"where the hub is reachable ({download_command(str(source), revision, cache_dir)}) or "
+        "pass a local folder with config.json + model.safetensors"
     )
 
 
-def read_config(folder: Path) -> dict:
+def download_command(name: str, revision: str | None = None, cache_dir: str | None = None) -> str:
+    """The shell command that fetches `name` into the HF cache (huggingface_hub's `hf` CLI; the
+    older `huggingface-cli` is no longer shipped)."""
+    cmd = f"hf download {name}"
+    if revision:
+        cmd += f" --revision {revision}"
+    if cache_dir:
+        cmd += f" --cache-dir {cache_dir}"
+    return cmd
+
+
+def read_json(path: Path, what: str):
+    """A JSON file's content; one-line `CheckpointError` naming `path` when it is not JSON."""
     try:
-        return json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointNotFound(f"{folder}/config.json cannot be read: {e}") from e
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise CheckpointNotFound(
+            f"{path}: cannot be read ({e}); check the file's permissions"
+        ) from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{path}: not valid JSON ({e}); {what} is damaged or truncated: download it again"
+        ) from None
+
+
+def read_config(folder: Path) -> dict:
+    """config.json of `folder` as a dict (`CheckpointError` when it is not a JSON object)."""
+    path = folder / "config.json"
+    hf = read_json(path, "config.json")
+    if not isinstance(hf, dict):
+        raise CheckpointError(
+            f"{path}: holds a JSON {type(hf).__name__}, not the object of settings a config.json "
+            "is; download it again (or save the model with save_pretrained)"
+        )
+    return hf
 
 
 def weight_files(folder: Path) -> tuple[str, list[Path]]:
@@ -108,7 +143,12 @@ def weight_files(folder: Path) -> tuple[str, list[Path]]:
         ("bin", "pytorch_model.bin.index.json", "pytorch_model.bin"),
     ):
         if (folder / index).is_file():
-            weight_map = json.loads((folder / index).read_text())["weight_map"]
+            weight_map = read_json(folder / index, "the shard index").get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(
+                    f'{folder / index}: no "weight_map" object naming each tensor\'s shard; '
+                    "download the index again"
+                )
             return kind, [folder / f for f in sorted(set(weight_map.values()))]
         if (folder / single).is_file():
             return kind, [folder / single]
@@ -122,6 +162,17 @@ def weight_files(folder: Path) -> tuple[str, list[Path]]:
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+
+    try:
+        return _read_safetensors_arrays(path)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(
+            f"{path}: truncated or not a safetensors file ({e}); download it again"
+        ) from None
+
+
+def _read_safetensors_arrays(path: Path) -> dict[str, np.ndarray]:
     from safetensors import safe_open
 
     out = {}
@@ -145,7 +196,14 @@ def _read_bin(path: Path) -> dict[str, np.ndarray]:
             f"{path} is a PyTorch .bin checkpoint; reading it needs torch (pip install "
             "torch==2.13.0), or convert it to safetensors"
         ) from e
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
+        # torch's own text suggests weights_only=False, which jaxcirc never does: name the type.
+        raise CheckpointError(
+            f"{path}: truncated or not a PyTorch checkpoint of tensors only "
+            f"({type(e).__name__}); download it again, or convert it to safetensors"
+        ) from None
     return {k: v.float().numpy() for k, v in state.items()}
 
 

@@ -9,7 +9,12 @@ import numpy as np
 
 
 class ConversionError(ValueError):
-    """A checkpoint does not match the architecture its config describes."""
+    """A checkpoint does not match the architecture its config describes, or its config.json
+    describes one jaxcirc does not run."""
+
+
+# What to do when the weights and config.json disagree.
+MISMATCH_FIX = "the weights and config.json are of different models: download both again"
 
 
 class StateReader:
@@ -35,10 +40,14 @@ class StateReader:
 
     def take(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
         if key not in self.state:
-            raise ConversionError(f"checkpoint lacks tensor {key!r} (shape {shape})")
+            raise ConversionError(
+                f"checkpoint lacks tensor {key!r} (shape {shape}); {MISMATCH_FIX}"
+            )
         a = np.asarray(self.state[key], dtype=np.float32)
         if a.shape != tuple(shape):
-            raise ConversionError(f"tensor {key!r} has shape {a.shape}; the config implies {shape}")
+            raise ConversionError(
+                f"tensor {key!r} has shape {a.shape}; the config implies {shape}; {MISMATCH_FIX}"
+            )
         self.taken.add(key)
         return a
 
@@ -58,7 +67,9 @@ class StateReader:
         ]
         if left:
             shown = ", ".join(sorted(left)[:5]) + (" ..." if len(left) > 5 else "")
-            raise ConversionError(f"{len(left)} checkpoint tensors were not used: {shown}")
+            raise ConversionError(
+                f"{len(left)} checkpoint tensors were not used: {shown}; {MISMATCH_FIX}"
+            )
 
 
 def check_config_keys(hf: dict, handled: set[str], ignored: set[str], family: str):

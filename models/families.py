@@ -20,8 +20,40 @@ def family_for(hf: dict, where: str = "config.json"):
     return _BY_MODEL_TYPE[model_type]
 
 
-def config_from_hf(hf: dict, name: str = "", strict: bool = True) -> ModelConfig:
-    return family_for(hf, name or "config.json").config_from_hf(hf, name=name, strict=strict)
+class RequiredSettings(dict):
+    """A config.json dict whose missing required key (`hf["n_embd"]`) raises a one-line
+    ConversionError naming the file, the family and the key, instead of a bare KeyError.
+    Lookups with a default (`hf.get`) and every present value are exactly a dict's."""
+
+    def __init__(self, hf: dict, where: str, family: str):
+        super().__init__(hf)
+        self.where, self.family = where, family
+
+    def __missing__(self, key):
+        raise ConversionError(
+            f"{self.where}: {self.family} config lacks the required setting {key!r}; download "
+            "config.json again (or save the model with save_pretrained)"
+        )
+
+
+def config_from_hf(hf: dict, name: str = "", strict: bool = True, where: str = "") -> ModelConfig:
+    """The ModelConfig of a config.json dict. `where` names it in errors (default `name`)."""
+    where = where or name or "config.json"
+    if not isinstance(hf, dict):
+        raise ConversionError(
+            f"{where}: a config is a JSON object of settings, got a {type(hf).__name__}; pass "
+            "the dict read from config.json"
+        )
+    family = family_for(hf, where)
+    try:
+        return family.config_from_hf(
+            RequiredSettings(hf, where, family.FAMILY), name=name, strict=strict
+        )
+    except TypeError as e:
+        raise ConversionError(
+            f"{where}: a {family.FAMILY} setting has the wrong type ({e}); sizes are JSON "
+            "integers: download config.json again"
+        ) from None
 
 
 def published_names() -> list[str]:

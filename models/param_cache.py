@@ -20,8 +20,13 @@ import numpy as np
 CONVERTER_VERSION = 1
 
 
+def cache_home() -> Path:
+    """jaxcirc's cache folder: `$JAXCIRC_CACHE`, else ~/.cache/jaxcirc (params/, xla/ inside)."""
+    return Path(os.environ.get("JAXCIRC_CACHE", Path.home() / ".cache" / "jaxcirc"))
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get("JAXCIRC_CACHE", Path.home() / ".cache" / "jaxcirc")) / "params"
+    return cache_home() / "params"
 
 
 def cache_key(fingerprint: dict) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 
 from models.config import ModelConfig
 from models.contract import LAYER_EDIT_FIELDS, Edits, Record, Trace
+from models.validate import check_shapes, check_tokens
 
 Params = dict[str, Any]
 
@@ -119,23 +120,58 @@ def rotary(x, positions, rotary_dim: int, base: float):
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], axis=-1)
 
 
+def _allowed(ctx: Context, n_keys: int, window, last_query: bool):
+    """Which keys each query sees: causal, within `window`, real, and (packed rows) of its own
+    prompt. `[batch, 1, query, key]` bool; query = the last real token with `last_query`."""
+    key_slots = jnp.arange(n_keys)
+    if last_query:
+        qs = ctx.last[:, None]  # [batch, 1]: a query's slot is its position index (no cache)
+        allowed = (key_slots[None, :] <= qs) & (key_slots[None, :] > qs - window)
+        return (allowed & ctx.key_valid)[:, None, None, :]  # [batch, 1, 1, key]
+    qs = ctx.q_slots[:, None]
+    allowed = (key_slots[None, :] <= qs) & (key_slots[None, :] > qs - window)  # [pos, key]
+    allowed = allowed[None, None] & ctx.key_valid[:, None, None, :]
+    if ctx.segments is not None:
+        seg = ctx.segments
+        allowed = allowed & (seg[:, None, :, None] == seg[:, None, None, :])
+    return allowed
+
+
+def _edit_z(z, edits: dict):
+    """z `[batch, query, head, d_head]` under the per-layer z patch and head scale (and mean)."""
+    z = _mix(z, edits.get("z_patch"), edits.get("z_patch_mask"))
+    if edits.get("head_scale") is None:
+        return z
+    s = _as_rank(edits["head_scale"], 3, "head_scale")[..., None].astype(z.dtype)
+    mean = edits.get("head_mean")
+    return s * z if mean is None else s * z + (1 - s) * mean.astype(z.dtype)
+
+
 class Attention(nn.Module):
+    """Multi-head attention. `last_query=True`: only each row's last real token (`ctx.last`) is a
+    query (keys and values still at every position), for runs that read nothing else."""
+
     cfg: ModelConfig
+    last_query: bool = False
 
     @nn.compact
     def __call__(self, x, ctx: Context, window, edits: dict, record: Record, cache=None):
-        """x: [batch, pos, d_model] (already layer-normed). Returns (attn_out, rec, cache).
+        """x: [batch, pos, d_model] (already layer-normed). Returns (attn_out, rec, cache);
+        attn_out [batch, query, d_model], query = pos (or 1 with `last_query`).
 
         cache: None, or (K, V) each [batch, key, head, d_head]; this call's keys and values are
         written at slots `ctx.q_slots` and attention runs over the whole cache.
         """
         c = self.cfg
         dm, h, e = c.d_model, c.n_heads, c.d_head
+        if self.last_query and (cache is not None or ctx.last is None):
+            raise ValueError("last_query needs ctx.last (Record(at='last')) and no KV cache")
         W_Q = self.param("W_Q", _INIT, (dm, h, e))
         W_K = self.param("W_K", _INIT, (dm, h, e))
         W_V = self.param("W_V", _INIT, (dm, h, e))
         W_O = self.param("W_O", _INIT, (h, e, dm))
-        q = jnp.einsum("bsd,dhe->bshe", x, W_Q)
+        x_q = take_last(x, ctx.last)[:, None] if self.last_query else x  # [batch, query, d]
+        q = jnp.einsum("bsd,dhe->bshe", x_q, W_Q)
         k = jnp.einsum("bsd,dhe->bshe", x, W_K)
         v = jnp.einsum("bsd,dhe->bshe", x, W_V)
         if c.qkv_bias:
@@ -143,7 +179,10 @@ class Attention(nn.Module):
             k = k + self.param("b_K", nn.initializers.zeros, (h, e))
             v = v + self.param("b_V", nn.initializers.zeros, (h, e))
         if c.positional == "rotary":
-            q = rotary(q, ctx.positions, c.rotary_dim, c.rotary_base)
+            q_pos = ctx.positions  # [batch, query]
+            if self.last_query:
+                q_pos = take_last(ctx.positions, ctx.last)[:, None]
+            q = rotary(q, q_pos, c.rotary_dim, c.rotary_base)
             k = rotary(k, ctx.positions, c.rotary_dim, c.rotary_base)
         if cache is not None:
             start = ctx.q_slots[0]
@@ -155,26 +194,13 @@ class Attention(nn.Module):
         scores = jnp.einsum("bqhe,bkhe->bhqk", q.astype(jnp.float32), k.astype(jnp.float32))
         if c.scale_attn:
             scores = scores * (e**-0.5)
-        key_slots = jnp.arange(k.shape[1])
-        qs = ctx.q_slots[:, None]
-        allowed = (key_slots[None, :] <= qs) & (key_slots[None, :] > qs - window)  # [pos, key]
-        allowed = allowed[None, None] & ctx.key_valid[:, None, None, :]
-        if ctx.segments is not None:
-            if cache is not None:
-                raise ValueError("packed rows (segments) cannot decode with a KV cache")
-            seg = ctx.segments
-            allowed = allowed & (seg[:, None, :, None] == seg[:, None, None, :])
+        if ctx.segments is not None and cache is not None:
+            raise ValueError("packed rows (segments) cannot decode with a KV cache")
+        allowed = _allowed(ctx, k.shape[1], window, self.last_query)
         # One finite minimum, so a row with every key masked (padding) stays finite.
         scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         pattern = jax.nn.softmax(scores, axis=-1)
-        z = jnp.einsum("bhqk,bkhe->bqhe", pattern.astype(v.dtype), v)
-
-        z = _mix(z, edits.get("z_patch"), edits.get("z_patch_mask"))
-        if edits.get("head_scale") is not None:
-            s = _as_rank(edits["head_scale"], 3, "head_scale")[..., None].astype(z.dtype)
-            mean = edits.get("head_mean")
-            z = s * z if mean is None else s * z + (1 - s) * mean.astype(z.dtype)
-
+        z = _edit_z(jnp.einsum("bhqk,bkhe->bqhe", pattern.astype(v.dtype), v), edits)
         out = jnp.einsum("bqhe,hed->bqd", z, W_O)
         if c.out_bias:
             out = out + self.param("b_O", nn.initializers.zeros, (dm,))
@@ -369,8 +395,8 @@ def last_index(mask):
     return jnp.max(jnp.where(mask.astype(bool), pos, -1), axis=1).astype(jnp.int32)
 
 
-def _take_last(a, last):
-    """[batch, pos, ...] -> [batch, ...] at each row's `last` index."""
+def take_last(a, last):
+    """[batch, pos, ...] -> [batch, ...] at each row's `last` index `[batch]`."""
     return jnp.take_along_axis(a, last.reshape((-1, 1) + (1,) * (a.ndim - 2)), axis=1)[:, 0]
 
 
@@ -424,7 +450,7 @@ def run_blocks(
             {"params": xs_l["p"]}, x, ctx, xs_l["window"], xs_l["edits"], record, xs_l.get("cache")
         )
         if record.at == "last":
-            rec = {k: (v if k == "pattern" else _take_last(v, ctx.last)) for k, v in rec.items()}
+            rec = {k: (v if k == "pattern" else take_last(v, ctx.last)) for k, v in rec.items()}
         return y, (rec, new_cache)
 
     if unroll:
@@ -441,6 +467,82 @@ def run_blocks(
     return x, rec, new_cache
 
 
+# Edits `final_at_last` and `finish_block` can hold: per layer, no position axis (one query).
+AT_LAST_EDIT_FIELDS = ("head_scale", "head_mean", "neuron_scale", "neuron_mean")
+
+
+def _layer_edits(cfg: ModelConfig, edits: Edits | None, layer: int) -> dict:
+    """The per-layer edit fields present, at one layer, as the dict the modules read."""
+    return {k: a[0] for k, a in _edit_slices(cfg, edits, range(layer, layer + 1)).items()}
+
+
+def _check_at_last_edits(edits: Edits | None):
+    if edits is None:
+        return
+    for name in LAYER_EDIT_FIELDS:
+        if name not in AT_LAST_EDIT_FIELDS and getattr(edits, name) is not None:
+            raise ValueError(
+                f"edit {name} cannot run at the last query only; use {AT_LAST_EDIT_FIELDS}"
+            )
+
+
+def finish_block(cfg: ModelConfig, blocks: Params, layer: int, resid_mid, edits: Edits | None):
+    """The MLP half of sequential block `layer`: resid_mid `[..., d_model]` -> resid_post.
+
+    `blocks` and `edits` cover all layers (edits: `AT_LAST_EDIT_FIELDS` only). Parallel-residual
+    models have no resid_mid: their MLP reads the block input.
+    """
+    if cfg.parallel_residual:
+        raise ValueError(f"{cfg.name or cfg.family} has parallel residual: no resid_mid")
+    _check_at_last_edits(edits)
+    p = jax.tree_util.tree_map(lambda a: a[layer], blocks)
+    ed = _layer_edits(cfg, edits, layer)
+    ln2 = LayerNorm(cfg.ln_eps).apply({"params": p["ln2"]}, resid_mid)
+    return resid_mid + MLP(cfg).apply({"params": p["mlp"]}, ln2, ed, Record())[0]
+
+
+def block_at_last(
+    cfg: ModelConfig, blocks: Params, layer: int, x, ctx: Context, edits: Edits | None
+):
+    """Block `layer` for each row's last token only (`ctx.last`): resid_pre `[batch, pos,
+    d_model]` (every position: keys and values need them) -> resid_post `[batch, d_model]`.
+
+    The same arithmetic as `Block` at that token; edits: `AT_LAST_EDIT_FIELDS` only.
+    """
+    _check_at_last_edits(edits)
+    p = jax.tree_util.tree_map(lambda a: a[layer], blocks)
+    ed = _layer_edits(cfg, edits, layer)
+    ln1 = LayerNorm(cfg.ln_eps).apply({"params": p["ln1"]}, x)
+    attn = Attention(cfg, last_query=True)
+    window = cfg.windows[layer]
+    attn_out = attn.apply({"params": p["attn"]}, ln1, ctx, window, ed, Record())[0][:, 0]
+    x_last = take_last(x, ctx.last)
+
+    def mlp(y):  # [batch, d_model]; a position axis of 1 lines neuron edits up with it
+        y = LayerNorm(cfg.ln_eps).apply({"params": p["ln2"]}, y)
+        return MLP(cfg).apply({"params": p["mlp"]}, y[:, None], ed, Record())[0][:, 0]
+
+    if cfg.parallel_residual:
+        return x_last + attn_out + mlp(x_last)
+    mid = x_last + attn_out
+    return mid + mlp(mid)
+
+
+def final_at_last(cfg: ModelConfig, blocks: Params, x, ctx: Context, start: int, edits=None):
+    """From resid_pre of block `start` (`[batch, pos, d_model]`, every position) to the final
+    residual at each row's last token `[batch, d_model]` (before ln_final): blocks `start` to
+    n_layers - 2 in full, the last one for the last query only (`block_at_last`). start ==
+    n_layers: x already is the final residual. ctx: `make_context(..., Record(at="last"))`;
+    edits: all layers, `AT_LAST_EDIT_FIELDS` only, without batch or position axes.
+    """
+    n = cfg.n_layers
+    if start >= n:
+        return take_last(x, ctx.last)
+    if start < n - 1:
+        x, _, _ = run_blocks(cfg, blocks, x, ctx, edits, Record(), layers=range(start, n - 1))
+    return block_at_last(cfg, blocks, n - 1, x, ctx, edits)
+
+
 def embed(cfg: ModelConfig, params: Params, tokens, positions):
     """tokens, positions [batch, pos] -> resid_pre[0] [batch, pos, d_model]."""
     return Embed(cfg).apply({"params": params["embed"]}, tokens, positions)
@@ -450,17 +552,6 @@ def unembed(cfg: ModelConfig, params: Params, x, vocab_ids=None):
     """Final residual [..., d_model] -> logits [..., d_vocab] (or the `vocab_ids` columns)."""
     p = {"ln_final": params["ln_final"], **params.get("unembed", {})}
     return Unembed(cfg).apply({"params": p}, x, params["embed"]["W_E"], vocab_ids)
-
-
-def check_tokens(cfg: ModelConfig, tokens):
-    """Shape checks that need no device round trip (values are checked by `validate_tokens`)."""
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens have shape {tokens.shape}; expected [batch, pos]")
-    if cfg.positional == "learned" and tokens.shape[1] > cfg.n_ctx:
-        raise ValueError(
-            f"{tokens.shape[1]} tokens exceed the context length n_ctx={cfg.n_ctx} of "
-            f"{cfg.name or cfg.family}; truncate the input"
-        )
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "record", "unroll"))
@@ -484,17 +575,19 @@ def forward(
     every prompt gets the positions and attention it would get alone. Returns logits per
     `record.logits` (None for "none") and a `Trace` (shapes in `Record`'s docstring).
     """
+    # Shapes and dtypes only: this body runs at trace time, where ids have no values.
     check_tokens(cfg, tokens)
+    check_shapes(cfg, tokens.shape, mask, edits, segments)
     if mask is None:
         mask = jnp.ones(tokens.shape, bool)
     ctx = make_context(tokens, mask, record, segments)
     x = embed(cfg, params, tokens, ctx.positions)
     x, rec, _ = run_blocks(cfg, params["blocks"], x, ctx, edits, record, unroll=unroll)
     if record.resid_post:
-        rec["resid_post"] = _take_last(x, ctx.last) if record.at == "last" else x
+        rec["resid_post"] = take_last(x, ctx.last) if record.at == "last" else x
     logits = None
     if record.logits == "last":
-        logits = unembed(cfg, params, _take_last(x, ctx.last), vocab_ids)
+        logits = unembed(cfg, params, take_last(x, ctx.last), vocab_ids)
     elif record.logits == "all":
         logits = unembed(cfg, params, x, vocab_ids)
     return logits, Trace(**rec)

@@ -4,7 +4,13 @@
     python scripts/run_study.py --config=configs/paper.py --workdir=runs/paper
     python scripts/run_study.py --config=configs/demo.py --workdir=runs/demo --phases=vectors
 
-A rerun resumes: finished phases whose inputs and config are unchanged are skipped.
+Configs and their variants (`--config=FILE:VARIANT`): configs/demo.py (the embedded default;
+`:smoke` = CI size), configs/paper.py (the study's checkpoints; `:larger`). Any setting can be
+overridden, e.g. --config.steering.seed=1 (every setting: configs/sections.py).
+
+Phases: dataset, extract, vectors, alignment, steering, heads, cross_model, report. A rerun
+resumes: finished phases whose settings and inputs are unchanged are skipped, and the log says
+which. Ctrl-C stops within seconds (exit 130); the same command then resumes.
 """
 
 from __future__ import annotations
@@ -19,18 +25,31 @@ from ml_collections import config_flags  # noqa: E402
 
 from scripts import cli  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Study config (configs/*.py[:arg]).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Study config: configs/demo.py (variant :smoke) or configs/paper.py (variant :larger).",
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
-_PHASES = flags.DEFINE_list("phases", None, "Only these phases (and what they need).")
+_PHASES = flags.DEFINE_list(
+    "phases",
+    None,
+    "Only these phases (and what they need): dataset, extract, vectors, alignment, steering, "
+    "heads, cross_model, report.",
+)
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; pass options as --flag=value")
     from jaxcirc import study
 
     cfg = cli.require_config(_CONFIG.value, _WORKDIR.value)
-    report = cli.run_or_exit(lambda: study.run_study(cfg, _WORKDIR.value, _PHASES.value))
-    print(f"report: {report}")
+    out = cli.run_or_exit(lambda: study.run_study(cfg, _WORKDIR.value, _PHASES.value))
+    if out.name == "report.md":
+        print(f"report: {out}")
+    else:
+        print(f"run directory: {out} (no report asked for)")
 
 
 if __name__ == "__main__":

@@ -12,3 +12,7 @@ import os
 _FLAG = "--xla_backend_optimization_level=0"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+# Scripts the tests run (tests/test_study.py) turn on the persistent compilation cache in
+# ~/.cache: the suite stays hermetic (compiles afresh) unless JAXCIRC_COMPILE_CACHE names a dir.
+os.environ.setdefault("JAXCIRC_COMPILE_CACHE", "0")

@@ -57,6 +57,17 @@ class LinearMap:
         return self.W / self.scale
 
 
+@dataclasses.dataclass(frozen=True)
+class AlignSettings:
+    """How `align` and `shuffled_pairing_null` fit the maps and draw their nulls."""
+
+    ridge: float = 0.0  # penalty on W of the linear map (absolute: scale it to the data yourself)
+    n_perm: int = 100  # shuffled pairings (and CKA row permutations) per null
+    seed: int = 0  # of every permutation
+    level: float = 0.95  # central band of every null
+    procrustes_scale: bool = True  # Procrustes W = s R with s fitted (else s = 1)
+
+
 def _pair(xa, xb, name="XA, XB"):
     xa = np.asarray(xa, dtype=np.float64)
     xb = np.asarray(xb, dtype=np.float64)
@@ -236,10 +247,9 @@ def _batched_r2(pred_c, xbt_c, sst) -> np.ndarray:
     return 1.0 - np.sum((xbt_c - pred_c) ** 2, axis=(-2, -1)) / sst
 
 
-def _shuffled_samples(
-    xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, ridge, perms, chunk, procrustes_scale
-):
+def _shuffled_samples(xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settings, perms, chunk):
     """Per-permutation overlap and held-out R^2 of the linear and Procrustes maps, `[P]` each."""
+    ridge, procrustes_scale = settings.ridge, settings.procrustes_scale
     ma, mb = xa_fit.mean(axis=0), xb_fit.mean(axis=0)
     xac, xbc = xa_fit - ma, xb_fit - mb
     qa, qb = orthonormalise(basis_a), orthonormalise(basis_b)
@@ -272,14 +282,10 @@ def shuffled_pairing_null(
     xb_test,
     basis_a,
     basis_b,
-    ridge: float = 0.0,
-    n_perm: int = 100,
-    seed: int = 0,
-    level: float = 0.95,
+    settings: AlignSettings = AlignSettings(),
     chunk: int = 16,
-    procrustes_scale: bool = True,
 ) -> dict[str, NullBand]:
-    """Refit the maps on row-shuffled pairings (rows of XB_fit permuted), n_perm times.
+    """Refit the maps on row-shuffled pairings (rows of XB_fit permuted), settings.n_perm times.
 
     Returns NullBands for "overlap_linear", "r2_linear", "overlap_procrustes", "r2_procrustes":
     what mapped-subspace overlap and held-out R^2 look like when the map has learned no prompt
@@ -290,16 +296,22 @@ def shuffled_pairing_null(
     """
     xa_fit, xb_fit = _pair(xa_fit, xb_fit, "xa_fit, xb_fit")
     xa_test, xb_test = _pair(xa_test, xb_test, "xa_test, xb_test")
+    n_perm, seed = settings.n_perm, settings.seed
     if n_perm < 1:
         raise ValueError(f"n_perm: {n_perm} < 1")
     rng = np.random.default_rng(seed)
     n = xa_fit.shape[0]
     perms = rng.permuted(np.broadcast_to(np.arange(n), (n_perm, n)), axis=1)
     samples = _shuffled_samples(
-        xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, ridge, perms, chunk, procrustes_scale
+        xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settings, perms, chunk
     )
     return {
-        k: summarise_null(v, seed=seed, level=level, what=f"{k}, shuffled pairing, ridge={ridge}")
+        k: summarise_null(
+            v,
+            seed=seed,
+            level=settings.level,
+            what=f"{k}, shuffled pairing, ridge={settings.ridge}",
+        )
         for k, v in samples.items()
     }
 
@@ -357,65 +369,90 @@ class AlignmentReport:
         return json.dumps(to_jsonable(self))
 
 
-def align(
-    xa_fit,
-    xb_fit,
-    xa_test,
-    xb_test,
-    basis_a,
-    basis_b,
-    ridge: float = 0.0,
-    n_perm: int = 100,
-    seed: int = 0,
-    level: float = 0.95,
-    procrustes_scale: bool = True,
-) -> AlignmentReport:
-    """Fit linear and Procrustes maps A -> B on the fit rows, evaluate on the test rows, compare
-    span(basis_a) `[dA, k_a]` with span(basis_b) `[dB, k_b]` before/after, with all nulls.
-
-    Emits (warnings.warn) and records a warning when n_fit <= dA (the centred map can interpolate
-    the fit data) and when a mapped overlap does not exceed its null band.
-    """
+def _checked_rows(xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b):
+    """The fit and test rows as float64 pairs and both bases orthonormalised, or ValueError."""
     xa_fit, xb_fit = _pair(xa_fit, xb_fit, "xa_fit, xb_fit")
     xa_test, xb_test = _pair(xa_test, xb_test, "xa_test, xb_test")
     if xa_test.shape[1] != xa_fit.shape[1] or xb_test.shape[1] != xb_fit.shape[1]:
         raise ValueError("xa_test, xb_test: feature dims must match the fit data")
     qa, qb = orthonormalise(basis_a), orthonormalise(basis_b)
-    n, da = xa_fit.shape
-    db = xb_fit.shape[1]
+    da, db = xa_fit.shape[1], xb_fit.shape[1]
     if qa.shape[0] != da or qb.shape[0] != db:
         raise ValueError(
             f"basis_a, basis_b: need [{da}, k] and [{db}, k], got {qa.shape}, {qb.shape}"
         )
-    ka, kb = qa.shape[1], qb.shape[1]
-    notes: list[str] = []
+    return xa_fit, xb_fit, xa_test, xb_test, qa, qb
+
+
+def _raw_coordinates(lin: LinearMap, pro: LinearMap, qa, qb) -> dict:
+    """AlignmentReport fields that compare the bases in raw coordinates (None when dA != dB)."""
+    same_space = lin.dA == lin.dB
+    ch_lin = angle_improvement(lin, qa, qb) if same_space else None
+    ch_pro = angle_improvement(pro, qa, qb) if same_space else None
+    return {
+        "overlap_raw": overlap(qa, qb) if same_space else None,
+        "delta_cos2_linear": ch_lin.delta_cos2 if ch_lin else None,
+        "delta_cos2_procrustes": ch_pro.delta_cos2 if ch_pro else None,
+        "delta_angle_rad_linear": ch_lin.delta_angle_rad if ch_lin else None,
+        "delta_angle_rad_procrustes": ch_pro.delta_angle_rad if ch_pro else None,
+    }
+
+
+def _cka_fields(xa_fit, xb_fit, s: AlignSettings) -> dict:
+    """AlignmentReport's linear CKA on the fit rows, with its row-permutation null."""
+    cka_samples = _cka_null_samples(xa_fit, xb_fit, s.n_perm, s.seed)
+    cka = linear_cka(xa_fit, xb_fit)
+    return {
+        "cka_fit": cka,
+        "cka_fit_null": summarise_null(
+            cka_samples, s.seed, s.level, "linear CKA on fit rows, B permuted"
+        ),
+        "cka_fit_pvalue": float(permutation_pvalue(cka, cka_samples)),
+    }
+
+
+def _caveats(n: int, da: int, overlaps: dict[str, float], nulls: dict[str, NullBand]) -> list[str]:
+    """The warnings `align` records: n_fit <= dA, and each mapped overlap inside its null."""
+    notes = []
     if n <= da:
         notes.append(
             f"n={n} <= d={da}: a full-rank map can fit almost anything; overlap after mapping "
             "is not evidence of shared structure"
         )
-
-    lin = fit_linear(xa_fit, xb_fit, ridge)
-    pro = fit_procrustes(xa_fit, xb_fit, procrustes_scale)
-    nulls = shuffled_pairing_null(
-        xa_fit, xb_fit, xa_test, xb_test, qa, qb, ridge, n_perm, seed, level, 16, procrustes_scale
-    )
-    ov_lin = mapped_subspace_overlap(lin, qa, qb)
-    ov_pro = mapped_subspace_overlap(pro, qa, qb)
-    for name, value in (("linear", ov_lin), ("procrustes", ov_pro)):
+    for name, value in overlaps.items():
         band = nulls[f"overlap_{name}"]
         if value <= band.hi:
             notes.append(
                 f"overlap after {name} map {value:.3f} is inside the shuffled-pairing null band "
                 f"(<= {band.hi:.3f}); not distinguishable from a map with no correspondence"
             )
+    return notes
 
-    same_space = da == db
-    ov_raw = overlap(qa, qb) if same_space else None
-    ch_lin = angle_improvement(lin, qa, qb) if same_space else None
-    ch_pro = angle_improvement(pro, qa, qb) if same_space else None
-    cka_samples = _cka_null_samples(xa_fit, xb_fit, n_perm, seed)
-    cka = linear_cka(xa_fit, xb_fit)
+
+def align(
+    xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settings: AlignSettings = AlignSettings()
+) -> AlignmentReport:
+    """Fit linear and Procrustes maps A -> B on the fit rows `[n, dA]` / `[n, dB]`, evaluate on
+    the test rows, compare span(basis_a) `[dA, k_a]` with span(basis_b) `[dB, k_b]` before/after,
+    with all nulls (`settings`: ridge, n_perm, seed, level, Procrustes scaling).
+
+    Emits (warnings.warn) and records a warning when n_fit <= dA (the centred map can interpolate
+    the fit data) and when a mapped overlap does not exceed its null band.
+    """
+    s = settings
+    xa_fit, xb_fit, xa_test, xb_test, qa, qb = _checked_rows(
+        xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b
+    )
+    n, da = xa_fit.shape
+    db = xb_fit.shape[1]
+    ka, kb = qa.shape[1], qb.shape[1]
+    lin = fit_linear(xa_fit, xb_fit, s.ridge)
+    pro = fit_procrustes(xa_fit, xb_fit, s.procrustes_scale)
+    nulls = shuffled_pairing_null(xa_fit, xb_fit, xa_test, xb_test, qa, qb, s, 16)
+    ov_lin = mapped_subspace_overlap(lin, qa, qb)
+    ov_pro = mapped_subspace_overlap(pro, qa, qb)
+    notes = _caveats(n, da, {"linear": ov_lin, "procrustes": ov_pro}, nulls)
+    raw, cka = _raw_coordinates(lin, pro, qa, qb), _cka_fields(xa_fit, xb_fit, s)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return AlignmentReport(
@@ -426,29 +463,25 @@ def align(
         k_a=ka,
         k_b=kb,
         n_over_d=n / da,
-        ridge=float(ridge),
-        n_perm=n_perm,
-        seed=seed,
-        level=level,
-        overlap_raw=ov_raw,
+        ridge=float(s.ridge),
+        n_perm=s.n_perm,
+        seed=s.seed,
+        level=s.level,
         overlap_random_expectation=random_overlap_expectation(ka, db, kb),
-        overlap_random_null=random_overlap_null(ka, db, n_perm, seed, level) if ka == kb else None,
+        overlap_random_null=(
+            random_overlap_null(ka, db, s.n_perm, s.seed, s.level) if ka == kb else None
+        ),
         overlap_linear=ov_lin,
         overlap_linear_null=nulls["overlap_linear"],
         overlap_procrustes=ov_pro,
         overlap_procrustes_null=nulls["overlap_procrustes"],
-        delta_cos2_linear=ch_lin.delta_cos2 if ch_lin else None,
-        delta_cos2_procrustes=ch_pro.delta_cos2 if ch_pro else None,
-        delta_angle_rad_linear=ch_lin.delta_angle_rad if ch_lin else None,
-        delta_angle_rad_procrustes=ch_pro.delta_angle_rad if ch_pro else None,
         r2_fit_linear=r2(lin, xa_fit, xb_fit),
         r2_test_linear=r2(lin, xa_test, xb_test),
         r2_test_linear_null=nulls["r2_linear"],
         r2_test_procrustes=r2(pro, xa_test, xb_test),
         r2_test_procrustes_null=nulls["r2_procrustes"],
         procrustes_scale=pro.scale,
-        cka_fit=cka,
-        cka_fit_null=summarise_null(cka_samples, seed, level, "linear CKA on fit rows, B permuted"),
-        cka_fit_pvalue=float(permutation_pvalue(cka, cka_samples)),
         warnings=notes,
+        **raw,
+        **cka,
     )

@@ -5,6 +5,8 @@ cos^2 of their principal angles, in [0, 1]: 1 for identical subspaces, 0 for ort
 Two independent uniformly random k-dim subspaces of R^d have expected overlap k/d (0.004 for
 k=3, d=768): far below what anisotropic residual streams give, so compare an overlap with both
 this expectation and a data-driven null (see alignment.shuffled_pairing_null).
+
+`emotion_subspaces` reads one per layer out of an activations artifact.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from jaxcirc.core.stats import NullBand, summarise_null
+from jaxcirc.core.vectors import emotion_class_vectors
+from jaxcirc.data.activations import Activations
 
 
 def orthonormalise(a, tol: float = 1e-10) -> np.ndarray:
@@ -89,3 +93,34 @@ def random_overlap_null(k: int, d: int, n: int, seed: int, level: float = 0.95) 
     return summarise_null(
         samples, seed=seed, level=level, what=f"random {k}-dim subspaces in R^{d}"
     )
+
+
+SUBSPACE_RTOL = 1e-6
+"""A direction of the class-mean differences counts only if its singular value exceeds this
+fraction of the largest: activations are float32, so anything smaller is rounding, not data."""
+
+
+def emotion_subspaces(
+    acts: Activations, method: str, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per layer, the top-k principal directions of the differences between the four raw class
+    means of `acts` (`vectors.emotion_class_vectors` by `method`).
+
+    Returns (basis `[layer + 1, d_model, k]`, singular values `[layer + 1, 3]`, k_used
+    `[layer + 1]`). Where the differences span fewer than k directions (e.g. Pythia's layer 0 at
+    the last token: no position embedding, and most prompts end in the same token, so the class
+    means differ in fewer directions), only the first k_used columns are a basis and the rest are
+    zero; k_used = 0 means the classes do not differ at that layer.
+    """
+    means = emotion_class_vectors(acts, method, "raw")
+    bases = np.zeros((means.shape[0], means.shape[2], k))
+    svals, k_used = [], []
+    for li, m in enumerate(means):
+        sv = np.linalg.svd(m - m.mean(axis=0), compute_uv=False)[: len(m) - 1]
+        rank = int(np.sum(sv > SUBSPACE_RTOL * max(sv.max(initial=0.0), 1e-300)))
+        kk = min(k, rank)
+        if kk:
+            bases[li, :, :kk] = emotion_subspace(m, kk, centre=True)
+        svals.append(sv)
+        k_used.append(kk)
+    return bases, np.stack(svals), np.array(k_used)

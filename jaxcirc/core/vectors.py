@@ -22,6 +22,9 @@ Three centrings, and every number must say which one it is:
 
 `shuffle_null` permutes the labels and recomputes the cosine matrix, so each cosine comes with
 the baseline its method and centring give on structureless labels; read a cosine against it.
+
+The functions above take arrays; `emotion_class_vectors` and `emotion_vectors` (at the end) take
+an activations artifact (`jaxcirc.data.activations.Activations`) and the study's four classes.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import json
 import numpy as np
 
 from jaxcirc.core.stats import NullBand, summarise_null, to_jsonable
+from jaxcirc.data.activations import Activations, sentence_end
+from jaxcirc.data.emotions import EMOTIONAL, EMOTIONS, NEUTRAL_INDEX
 
 CENTRES = ("raw", "neutral", "grand")
 METHODS = ("sentence_end", "token", "token_delta")
@@ -312,3 +317,30 @@ def cosine_analysis(
         seed=seed,
         level=level,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Over an activations artifact: the study's four classes in `EMOTIONS` order
+# ---------------------------------------------------------------------------------------------
+
+
+def method_inputs(acts: Activations, method: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """What `class_vectors` / `cosine_analysis` take for `method`: (`[layer + 1, n, d_model]` at
+    each prompt's last token and None for "sentence_end"; else the whole stream
+    `[layer + 1, n, pos, d_model]` and the span mask `[n, pos]`)."""
+    if method == "sentence_end":
+        return sentence_end(acts), None
+    return acts.resid, acts.span_mask
+
+
+def emotion_class_vectors(acts: Activations, method: str, centre: str) -> np.ndarray:
+    """`[layer + 1, 4, d_model]` class vectors of `acts` in `EMOTIONS` order (float64)."""
+    x, tm = method_inputs(acts, method)
+    return class_vectors(method, x, acts.labels, len(EMOTIONS), centre, NEUTRAL_INDEX, tm)
+
+
+def emotion_vectors(acts: Activations, method: str, centre: str) -> dict[str, np.ndarray]:
+    """{emotion: `[layer + 1, d_model]` float32} for gratitude, anger, apology (the directions
+    that steering adds and the heads phase scores against)."""
+    v = emotion_class_vectors(acts, method, centre)
+    return {e: v[:, EMOTIONS.index(e)].astype(np.float32) for e in EMOTIONAL}

@@ -1,4 +1,5 @@
-"""Phase 1: the emotion prompt dataset -- record schema, builders, JSONL I/O and statistics.
+"""The emotion prompt dataset: record schema, builders, JSONL I/O and statistics (phase 1's data;
+the phase runner that writes it into a run is jaxcirc.phases.dataset).
 
 A dataset file is JSONL, one record per line:
 
@@ -45,10 +46,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from jaxcirc.data import prompts
-from jaxcirc.data.emotions import EMOTIONS  # noqa: E402 - re-exported: dataset.EMOTIONS
+from jaxcirc.data.emotions import EMOTIONS  # noqa: F401 - the record schema's classes
 from jaxcirc.infra import artifacts
-
-"""All classes in table order; neutral is the reference class."""
 
 SETS: tuple[str, ...] = ("baseline", "extended", "realworld")
 BALANCED_SETS: tuple[str, ...] = ("baseline", "extended")

@@ -344,6 +344,88 @@ def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
 # Training
 
 
+def _step_fn(cfg: models.ModelConfig, opt: optax.GradientTransformation):
+    """The jitted training step (params, opt state, ids, mask) -> (params, opt state, loss):
+    mean next-token cross-entropy over real (target, context) pairs, one AdamW update."""
+
+    def loss_fn(p, ids, mask):
+        total, count = _token_nll(cfg, p, ids, mask)
+        return total / jnp.maximum(count, 1.0)
+
+    @jax.jit
+    def step(p, s, ids, mask):
+        loss, grads = jax.value_and_grad(loss_fn)(p, ids, mask)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    return step
+
+
+@dataclasses.dataclass
+class _Trained:
+    """What `_train_loop` hands `train_standin`: params and the figures TrainMetrics reports."""
+
+    params: dict
+    initial: float
+    held_out: float
+    curve: list[tuple[int, float]]
+    held_out_curve: list[tuple[int, float]]
+    wall_s: float
+    cpu_s: float
+    steps_per_s: float
+
+
+def _train_loop(cfg: models.ModelConfig, tc: TrainConfig, enc_train, held, progress: bool):
+    """Train from `models.init_params(cfg, tc.seed)` for tc.steps on batches of `enc_train`
+    (`_epochs`), scoring the packed held-out rows `held` = (ids, mask) at init, at 1/4, 1/2, 3/4
+    and at the end. Times exclude those mid-run evaluations."""
+    params = models.init_params(cfg, tc.seed)
+    opt = make_optimizer(tc)
+    opt_state = jax.jit(opt.init)(params)  # one compile instead of one per eager op
+    step = _step_fn(cfg, opt)
+    evaluate = _evaluator(cfg)
+    initial = evaluate(params, *held)
+    batches = _epochs(enc_train, tc.seq_len, tc.batch, np.random.default_rng(tc.seed))
+    curve: list[tuple[int, float]] = []
+    every = max(tc.steps // 20, 1)
+    held_at = {round(tc.steps * k / 4) for k in range(1, 4)}
+    held_curve = [(0, initial)]
+    t0, c0 = time.monotonic(), time.process_time()
+    t1 = t0
+    eval_wall = eval_cpu = 0.0  # the held-out curve's evaluations, not counted as training
+    last_print = t0
+    for i in range(tc.steps):
+        ids, mask = next(batches)
+        params, opt_state, loss = step(params, opt_state, jnp.asarray(ids), jnp.asarray(mask))
+        if i == 0 or i % every == every - 1 or i == tc.steps - 1:
+            curve.append((i + 1, float(loss)))  # syncs; only at curve points
+        if i + 1 in held_at and i + 1 < tc.steps:
+            e0 = time.monotonic(), time.process_time()
+            held_curve.append((i + 1, evaluate(params, *held)))
+            eval_wall += time.monotonic() - e0[0]
+            eval_cpu += time.process_time() - e0[1]
+        if i == 0:
+            t1 = time.monotonic()
+        now = time.monotonic()
+        if progress and (now - last_print >= 5 or i == tc.steps - 1):
+            _say(f"train {cfg.name}: step {i + 1}/{tc.steps} loss {float(loss):.3f}")
+            last_print = now
+    jax.block_until_ready(params)
+    t_end, c_end = time.monotonic(), time.process_time()
+    held_out = evaluate(params, *held)
+    held_curve.append((tc.steps, held_out))
+    return _Trained(
+        params=params,
+        initial=initial,
+        held_out=held_out,
+        curve=curve,
+        held_out_curve=held_curve,
+        wall_s=t_end - t0 - eval_wall,
+        cpu_s=c_end - c0 - eval_cpu,
+        steps_per_s=(tc.steps - 1) / (t_end - t1 - eval_wall) if tc.steps > 1 else 0.0,
+    )
+
+
 def train_standin(
     family: str,
     tokenizer,
@@ -364,64 +446,16 @@ def train_standin(
     if not train_lines or not held_out_lines:
         raise ValueError("train_lines and held_out_lines must both be non-empty")
     cfg = standin_config(family, len(tokenizer), shape)
-    label = cfg.name
     enc_train = encode_lines(tokenizer, train_lines)
-    enc_held = encode_lines(tokenizer, held_out_lines)
-    held_ids, held_mask = pack(enc_held, tc.seq_len, lead_eos=True)
+    held_ids, held_mask = pack(encode_lines(tokenizer, held_out_lines), tc.seq_len, lead_eos=True)
     tr_ids, tr_mask = pack(enc_train, tc.seq_len, lead_eos=True)
-
-    params = models.init_params(cfg, tc.seed)
-    opt = make_optimizer(tc)
-    opt_state = jax.jit(opt.init)(params)  # one compile instead of one per eager op
-
-    def loss_fn(p, ids, mask):
-        total, count = _token_nll(cfg, p, ids, mask)
-        return total / jnp.maximum(count, 1.0)
-
-    @jax.jit
-    def step(p, s, ids, mask):
-        loss, grads = jax.value_and_grad(loss_fn)(p, ids, mask)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, loss
-
-    evaluate = _evaluator(cfg)
-    initial = evaluate(params, held_ids, held_mask)
-    batches = _epochs(enc_train, tc.seq_len, tc.batch, np.random.default_rng(tc.seed))
-    curve: list[tuple[int, float]] = []
-    every = max(tc.steps // 20, 1)
-    held_at = {round(tc.steps * k / 4) for k in range(1, 4)}
-    held_curve = [(0, initial)]
-    t0, c0 = time.monotonic(), time.process_time()
-    t1 = t0
-    eval_wall = eval_cpu = 0.0  # the held-out curve's evaluations, not counted as training
-    last_print = t0
-    for i in range(tc.steps):
-        ids, mask = next(batches)
-        params, opt_state, loss = step(params, opt_state, jnp.asarray(ids), jnp.asarray(mask))
-        if i == 0 or i % every == every - 1 or i == tc.steps - 1:
-            curve.append((i + 1, float(loss)))  # syncs; only at curve points
-        if i + 1 in held_at and i + 1 < tc.steps:
-            e0 = time.monotonic(), time.process_time()
-            held_curve.append((i + 1, evaluate(params, held_ids, held_mask)))
-            eval_wall += time.monotonic() - e0[0]
-            eval_cpu += time.process_time() - e0[1]
-        if i == 0:
-            t1 = time.monotonic()
-        now = time.monotonic()
-        if progress and (now - last_print >= 5 or i == tc.steps - 1):
-            _say(f"train {label}: step {i + 1}/{tc.steps} loss {float(loss):.3f}")
-            last_print = now
-    jax.block_until_ready(params)
-    t_end, c_end = time.monotonic(), time.process_time()
-    held_out = evaluate(params, held_ids, held_mask)
-    held_curve.append((tc.steps, held_out))
-    tail = [loss for s, loss in curve if s > 0.9 * tc.steps] or [curve[-1][1]]
-
+    run = _train_loop(cfg, tc, enc_train, (held_ids, held_mask), progress)
+    tail = [loss for s, loss in run.curve if s > 0.9 * tc.steps] or [run.curve[-1][1]]
     metrics = TrainMetrics(
-        label=label,
+        label=cfg.name,
         family=family,
-        held_out_loss=held_out,
-        initial_loss=initial,
+        held_out_loss=run.held_out,
+        initial_loss=run.initial,
         uniform_loss=math.log(cfg.d_vocab),
         unigram_loss=unigram_loss(
             _targets(tr_ids, tr_mask), _targets(held_ids, held_mask), cfg.d_vocab
@@ -430,20 +464,20 @@ def train_standin(
         steps=tc.steps,
         batch=tc.batch,
         seq_len=tc.seq_len,
-        wall_s=t_end - t0 - eval_wall,
-        cpu_s=c_end - c0 - eval_cpu,
-        steps_per_s=(tc.steps - 1) / (t_end - t1 - eval_wall) if tc.steps > 1 else 0.0,
-        n_params=int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params))),
+        wall_s=run.wall_s,
+        cpu_s=run.cpu_s,
+        steps_per_s=run.steps_per_s,
+        n_params=int(sum(np.size(a) for a in jax.tree_util.tree_leaves(run.params))),
         d_vocab=cfg.d_vocab,
         n_train_lines=len(train_lines),
         n_held_out_lines=len(held_out_lines),
         held_out_tokens=int(_targets(held_ids, held_mask).size),
-        curve=curve,
-        held_out_curve=held_curve,
+        curve=run.curve,
+        held_out_curve=run.held_out_curve,
     )
     if progress:
         _say(metrics.summary())
-    return jax.tree_util.tree_map(np.asarray, params), metrics
+    return jax.tree_util.tree_map(np.asarray, run.params), metrics
 
 
 def _say(msg: str) -> None:
@@ -548,24 +582,52 @@ def _tokenizer_cached(cache_dir: Path, lines: Sequence[str], vocab_size: int, pr
     return tok
 
 
+@dataclasses.dataclass(frozen=True)
+class DemoCorpus:
+    """Which corpus the stand-ins learn and how it is cut: `corpus.build_corpus(n_lines, seed)`,
+    split by `corpus.split_corpus(lines, held_out_frac, seed)`; the BPE tokenizer (`vocab_size`
+    tokens) is trained on the training lines only, so held-out lines are unseen by it too."""
+
+    n_lines: int = 4000
+    seed: int = 0
+    vocab_size: int = DEMO_VOCAB_SIZE
+    held_out_frac: float = 0.1
+
+
+def _cached(cache_dir: Path, families, key_of, progress: bool) -> dict:
+    """{family: (key, entry folder, (params, metrics) or None when it must be trained)}."""
+    entries = {}
+    for family in families:
+        key = key_of(family)
+        final = cache_dir / f"{family}-{key}"
+        entries[family] = (key, final, _restore_entry(final))
+        if entries[family][2] is not None and progress:
+            _say(f"reusing {entries[family][2][1].summary()}")
+    return entries
+
+
+def _train_all(missing: list[str], train, workers: int) -> dict:
+    """{family: train(family)} for the `missing` families, in up to `workers` threads."""
+    if workers > 1 and len(missing) > 1:
+        with concurrent.futures.ThreadPoolExecutor(min(workers, len(missing))) as ex:
+            return dict(zip(missing, ex.map(train, missing), strict=True))
+    return {family: train(family) for family in missing}
+
+
 def load_or_train(
     cache_dir: str | os.PathLike,
     families: Sequence[str] = FAMILIES,
     train_cfg: TrainConfig | None = None,
-    n_lines: int = 4000,
-    seed: int = 0,
-    progress: bool = True,
-    vocab_size: int = DEMO_VOCAB_SIZE,
-    held_out_frac: float = 0.1,
+    data: DemoCorpus = DemoCorpus(),
     shape: StandinShape = StandinShape(),
+    progress: bool = True,
     workers: int = 1,
 ) -> tuple[dict[str, models.LoadedModel], dict[str, TrainMetrics]]:
     """The trained stand-ins of `families`, from `cache_dir` or trained now and cached there.
 
-    The corpus is `corpus.build_corpus(n_lines, seed)`, split by `corpus.split_corpus(lines,
-    held_out_frac, seed)`; the BPE tokenizer is trained on the training lines only, so held-out
-    lines are unseen by the tokenizer too. Returns ({label: LoadedModel with `tokenizer` set and
-    `source` = label}, {label: TrainMetrics}), in the order of `families`.
+    The corpus, its split and the tokenizer are `data`'s (`DemoCorpus`). Returns ({label:
+    LoadedModel with `tokenizer` set and `source` = label}, {label: TrainMetrics}), in the order
+    of `families`.
 
     Cache layout: `tokenizer-<hash>/tokenizer.json`, and per model `<family>-<key>/` holding
     `params/` (orbax), `metrics.json`, `config.json`, `tokenizer.json`.
@@ -578,34 +640,26 @@ def load_or_train(
     tc = train_cfg if train_cfg is not None else TrainConfig()
     cache_dir = Path(cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    lines = corpus.build_corpus(n_lines, seed)
-    train_lines, held_out = corpus.split_corpus(lines, held_out_frac, seed)
-    tok = _tokenizer_cached(cache_dir, train_lines, vocab_size, progress)
+    lines = corpus.build_corpus(data.n_lines, data.seed)
+    train_lines, held_out = corpus.split_corpus(lines, data.held_out_frac, data.seed)
+    tok = _tokenizer_cached(cache_dir, train_lines, data.vocab_size, progress)
     if workers < 1:
         raise ValueError(f"workers={workers}; use a positive number of threads")
-    entries, missing = {}, []
-    for family in families:
-        key = entry_key(family, tok, train_lines, held_out, tc, shape)
-        final = cache_dir / f"{family}-{key}"
-        entries[family] = (key, final, _restore_entry(final))
-        if entries[family][2] is None:
-            missing.append(family)
-        elif progress:
-            _say(f"reusing {entries[family][2][1].summary()}")
+    entries = _cached(
+        cache_dir,
+        families,
+        lambda family: entry_key(family, tok, train_lines, held_out, tc, shape),
+        progress,
+    )
 
     def train(family):
         return train_standin(family, tok, train_lines, held_out, tc, progress, shape)
 
-    if workers > 1 and len(missing) > 1:
-        with concurrent.futures.ThreadPoolExecutor(min(workers, len(missing))) as ex:
-            trained = dict(zip(missing, ex.map(train, missing), strict=True))
-    else:
-        trained = {family: train(family) for family in missing}
-    for family, (params, metrics) in trained.items():
+    missing = [family for family in families if entries[family][2] is None]
+    for family, (params, metrics) in _train_all(missing, train, workers).items():
         key, final, _ = entries[family]
         _save_entry(final, params, metrics, standin_hf_config(family, len(tok), shape), tok)
         entries[family] = (key, final, (params, metrics))
-
     out_models: dict[str, models.LoadedModel] = {}
     out_metrics: dict[str, TrainMetrics] = {}
     for family in families:

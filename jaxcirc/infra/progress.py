@@ -25,6 +25,20 @@ T = TypeVar("T")
 
 _LOCAL = threading.local()
 
+# Set when the user interrupts a run (Ctrl-C): every progress loop, in every thread, stops at its
+# next item by raising Interrupted, so worker threads end within seconds instead of finishing.
+STOP = threading.Event()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in a worker thread at its next progress step after STOP was set."""
+
+
+def check_stop() -> None:
+    """Raise Interrupted if the run was interrupted (for long loops that show no progress)."""
+    if STOP.is_set():
+        raise Interrupted("interrupted")
+
 
 @contextlib.contextmanager
 def labelled(label: str):
@@ -97,6 +111,7 @@ def progress(
     start = last = clock()
     i = 0
     for item in iterable:
+        check_stop()
         yield item
         i += 1
         now = clock()

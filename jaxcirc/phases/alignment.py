@@ -1,6 +1,6 @@
 """Phase 6: does model B hold model A's emotion subspace up to a change of basis? Fit maps A -> B
 on NEUTRAL activations only, carry A's emotion subspace through them, compare with B's; every
-figure beside its null (`jaxcirc.core.alignment.align`).
+figure beside its null (`jaxcirc.core.alignment.align`; rows paired by `jaxcirc.core.pairing`).
 
     summary = run_alignment({"gpt2": acts_gpt2, "pythia": acts_pythia}, configs.sections.alignment(), out)
 
@@ -22,7 +22,7 @@ Design decisions (each is also written into every output row or the summary):
   (0 = embeddings ... L_A = resid_post) goes with layer round(l * L_B / L_A) of B. Columns
   `layer_a`, `layer_b`, `depth`.
 - Emotion subspace: per model and layer, the top-k principal directions of the differences
-  between the four raw class means (`phase_vectors.emotion_subspaces`, neutral included; k = 3
+  between the four raw class means (`jaxcirc.core.subspace.emotion_subspaces`, neutral included; k = 3
   spans the three neutral-centred emotion vectors), class means read by `subspace_from`
   ("sentence_end" or "token"), over ALL prompts of the set. The map never saw emotional prompts.
 - Ridge strength is relative: ridge = ridge_rel * ||X_A,c||_F^2 / d_A (the mean eigenvalue of the
@@ -38,6 +38,7 @@ Files: `alignment.csv` (one row per ordered pair x pairing x layer x method[/rid
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import warnings
@@ -46,13 +47,17 @@ from pathlib import Path
 import numpy as np
 
 from jaxcirc.core import alignment
+from jaxcirc.core.pairing import features, matched_layers, pairings, split_neutral
+from jaxcirc.core.subspace import emotion_subspaces
 from jaxcirc.data import dataset
+from jaxcirc.data.activations import Activations, layer_names
 from jaxcirc.infra import artifacts
-from jaxcirc.phases.extract import Activations, layer_names, same_tokenization
-from jaxcirc.phases.vectors import emotion_subspaces
 from jaxcirc.report import plots
 
-NEUTRAL_INDEX = dataset.EMOTIONS.index("neutral")
+NAME = "alignment"
+# Bump when the phase's outputs change meaning: every run then recomputes it.
+VERSION = 1
+
 FIT_ON = ("all_tokens", "sentence_end", "prompt_mean")
 PAIRING_TEXT = {
     "token": "per token: every real token of the neutral prompts (identical tokenisation; BOS "
@@ -75,58 +80,6 @@ def _check_config(cfg) -> None:
         raise ValueError(f"config.test_fraction: {cfg.test_fraction}; use a value in (0, 1)")
     if cfg.layer_stride < 1:
         raise ValueError(f"config.layer_stride: {cfg.layer_stride}; use an int >= 1")
-
-
-def matched_layers(n_a: int, n_b: int, stride: int = 1) -> list[tuple[int, int]]:
-    """[(layer of A, layer of B)] at the same relative depth; n_a, n_b = blocks (L), layers are
-    0..L with 0 = embeddings. A's layers: every `stride`-th, the last always included."""
-    la = sorted(set(range(0, n_a + 1, stride)) | {n_a})
-    return [(a, int(np.floor(a * n_b / n_a + 0.5))) for a in la]
-
-
-def pairings(a: Activations, b: Activations, fit_on: str) -> list[str]:
-    """Row pairings used for models a and b (see module docstring)."""
-    if fit_on != "all_tokens":
-        return [fit_on]
-    return ["token"] if same_tokenization(a, b) else ["sentence_end", "prompt_mean"]
-
-
-def split_neutral(labels, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit prompt indices, held-out prompt indices) among the neutral prompts, sorted."""
-    idx = np.flatnonzero(np.asarray(labels) == NEUTRAL_INDEX)
-    n_test = int(round(test_fraction * idx.size))
-    if n_test < 2 or idx.size - n_test < 2:
-        raise ValueError(
-            f"labels: {idx.size} neutral prompts give {idx.size - n_test} fit / {n_test} held-out "
-            "with this test_fraction; need at least 2 each, add neutral prompts"
-        )
-    perm = np.random.default_rng(seed).permutation(idx)
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
-
-
-def _real(acts: Activations, prompts) -> np.ndarray:
-    """[len(prompts), pos] mask of real tokens, BOS excluded."""
-    m = acts.mask[prompts].copy()
-    if acts.prepend_bos:
-        m[:, 0] = False
-    return m
-
-
-def features(acts: Activations, pairing: str, layer: int, prompts) -> np.ndarray:
-    """Rows `[rows, d_model]` (float64) of `prompts` at `layer` under `pairing`. For "token",
-    rows are (prompt, position) in prompt order then position order."""
-    h = acts.resid[layer, prompts]  # [p, pos, d]
-    if pairing == "sentence_end":
-        return h[np.arange(len(prompts)), acts.last[prompts]].astype(np.float64)
-    m = _real(acts, prompts)
-    if pairing == "token":
-        return h[m].astype(np.float64)
-    if pairing == "prompt_mean":
-        counts = m.sum(axis=1, keepdims=True)
-        if np.any(counts == 0):
-            raise ValueError("acts: a prompt has no real token besides BOS; drop empty prompts")
-        return np.einsum("pt,ptd->pd", m / counts, h.astype(np.float64))
-    raise ValueError(f"pairing: {pairing!r}; use token, sentence_end or prompt_mean")
 
 
 def _constant(x) -> bool:
@@ -170,16 +123,22 @@ def _notes(n: int, d: int, value: float, band, name: str) -> list[str]:
     return out
 
 
-def _rows_for(ctx: dict, xa, xb, xat, xbt, qa, qb, cfg) -> list[dict]:
-    """align() at the first ridge (linear + Procrustes rows), linear rows for further ridges."""
-    scale = np.sum((xa - xa.mean(axis=0)) ** 2) / xa.shape[1]
-    ridges = [(r, r * scale) for r in cfg.ridges_rel]
-    r_rel0, r0 = ridges[0]
-    with warnings.catch_warnings():
-        # align() warns once per call; the rows carry the same notes in their "warnings" column
-        warnings.simplefilter("ignore")
-        rep = alignment.align(xa, xb, xat, xbt, qa, qb, r0, cfg.n_perm, cfg.seed, cfg.level)
-    shared = {
+@dataclasses.dataclass(frozen=True)
+class _LayerPair:
+    """One compared layer of A and B: fit rows xa `[n, dA]`, xb `[n, dB]`, held-out rows xat,
+    xbt, and each model's emotion basis qa `[dA, k]`, qb `[dB, k]`."""
+
+    xa: np.ndarray
+    xb: np.ndarray
+    xat: np.ndarray
+    xbt: np.ndarray
+    qa: np.ndarray
+    qb: np.ndarray
+
+
+def _shared(ctx: dict, rep: alignment.AlignmentReport, cfg) -> dict:
+    """The columns every method/ridge row of one layer pair shares."""
+    return {
         **ctx,
         "n_fit": rep.n_fit,
         "n_test": rep.n_test,
@@ -201,74 +160,89 @@ def _rows_for(ctx: dict, xa, xb, xat, xbt, qa, qb, cfg) -> list[dict]:
         "level": cfg.level,
         "seed": cfg.seed,
     }
-    rows = [
-        {
-            **shared,
-            "method": "linear",
-            "ridge_rel": r_rel0,
-            "ridge": r0,
-            "overlap_mapped": rep.overlap_linear,
-            **{f"overlap_mapped_{k}": v for k, v in _band(rep.overlap_linear_null).items()},
-            "delta_cos2": rep.delta_cos2_linear,
-            "delta_angle_rad": rep.delta_angle_rad_linear,
-            "r2_fit": rep.r2_fit_linear,
-            "r2_test": rep.r2_test_linear,
-            **{f"r2_test_{k}": v for k, v in _band(rep.r2_test_linear_null).items()},
-            "procrustes_scale": None,
-            "warnings": "; ".join(
-                _notes(rep.n_fit, rep.dA, rep.overlap_linear, rep.overlap_linear_null, "linear")
-            ),
-        },
-        {
-            **shared,
-            "method": "procrustes",
-            "ridge_rel": None,
-            "ridge": None,
-            "overlap_mapped": rep.overlap_procrustes,
-            **{f"overlap_mapped_{k}": v for k, v in _band(rep.overlap_procrustes_null).items()},
-            "delta_cos2": rep.delta_cos2_procrustes,
-            "delta_angle_rad": rep.delta_angle_rad_procrustes,
-            "r2_fit": None,
-            "r2_test": rep.r2_test_procrustes,
-            **{f"r2_test_{k}": v for k, v in _band(rep.r2_test_procrustes_null).items()},
-            "procrustes_scale": rep.procrustes_scale,
-            "warnings": "; ".join(
-                _notes(
-                    rep.n_fit,
-                    rep.dA,
-                    rep.overlap_procrustes,
-                    rep.overlap_procrustes_null,
-                    "procrustes",
-                )
-            ),
-        },
-    ]
-    for r_rel, r in ridges[1:]:
-        lin = alignment.fit_linear(xa, xb, r)
-        ov = alignment.mapped_subspace_overlap(lin, qa, qb)
-        ch = alignment.angle_improvement(lin, qa, qb) if rep.dA == rep.dB else None
-        nulls = alignment.shuffled_pairing_null(
-            xa, xb, xat, xbt, qa, qb, r, cfg.n_perm, cfg.seed, cfg.level
-        )
-        rows.append(
-            {
-                **shared,
-                "method": "linear",
-                "ridge_rel": r_rel,
-                "ridge": r,
-                "overlap_mapped": ov,
-                **{f"overlap_mapped_{k}": v for k, v in _band(nulls["overlap_linear"]).items()},
-                "delta_cos2": ch.delta_cos2 if ch else None,
-                "delta_angle_rad": ch.delta_angle_rad if ch else None,
-                "r2_fit": alignment.r2(lin, xa, xb),
-                "r2_test": alignment.r2(lin, xat, xbt),
-                **{f"r2_test_{k}": v for k, v in _band(nulls["r2_linear"]).items()},
-                "procrustes_scale": None,
-                "warnings": "; ".join(
-                    _notes(rep.n_fit, rep.dA, ov, nulls["overlap_linear"], "linear")
-                ),
-            }
-        )
+
+
+def _report_rows(shared: dict, rep: alignment.AlignmentReport, ridge: tuple) -> list[dict]:
+    """The linear and Procrustes rows of `align`'s report, fit at ridge = (ridge_rel, ridge)."""
+    linear = {
+        **shared,
+        "method": "linear",
+        "ridge_rel": ridge[0],
+        "ridge": ridge[1],
+        "overlap_mapped": rep.overlap_linear,
+        **{f"overlap_mapped_{k}": v for k, v in _band(rep.overlap_linear_null).items()},
+        "delta_cos2": rep.delta_cos2_linear,
+        "delta_angle_rad": rep.delta_angle_rad_linear,
+        "r2_fit": rep.r2_fit_linear,
+        "r2_test": rep.r2_test_linear,
+        **{f"r2_test_{k}": v for k, v in _band(rep.r2_test_linear_null).items()},
+        "procrustes_scale": None,
+        "warnings": "; ".join(
+            _notes(rep.n_fit, rep.dA, rep.overlap_linear, rep.overlap_linear_null, "linear")
+        ),
+    }
+    procrustes = {
+        **shared,
+        "method": "procrustes",
+        "ridge_rel": None,
+        "ridge": None,
+        "overlap_mapped": rep.overlap_procrustes,
+        **{f"overlap_mapped_{k}": v for k, v in _band(rep.overlap_procrustes_null).items()},
+        "delta_cos2": rep.delta_cos2_procrustes,
+        "delta_angle_rad": rep.delta_angle_rad_procrustes,
+        "r2_fit": None,
+        "r2_test": rep.r2_test_procrustes,
+        **{f"r2_test_{k}": v for k, v in _band(rep.r2_test_procrustes_null).items()},
+        "procrustes_scale": rep.procrustes_scale,
+        "warnings": "; ".join(
+            _notes(
+                rep.n_fit, rep.dA, rep.overlap_procrustes, rep.overlap_procrustes_null, "procrustes"
+            )
+        ),
+    }
+    return [linear, procrustes]
+
+
+def _ridge_row(shared: dict, lp: _LayerPair, rep, ridge: tuple[float, float], cfg) -> dict:
+    """A linear-map row at a further ridge = (ridge_rel, ridge), with its own shuffled null."""
+    r_rel, r = ridge
+    lin = alignment.fit_linear(lp.xa, lp.xb, r)
+    ov = alignment.mapped_subspace_overlap(lin, lp.qa, lp.qb)
+    ch = alignment.angle_improvement(lin, lp.qa, lp.qb) if rep.dA == rep.dB else None
+    settings = alignment.AlignSettings(ridge=r, n_perm=cfg.n_perm, seed=cfg.seed, level=cfg.level)
+    nulls = alignment.shuffled_pairing_null(lp.xa, lp.xb, lp.xat, lp.xbt, lp.qa, lp.qb, settings)
+    return {
+        **shared,
+        "method": "linear",
+        "ridge_rel": r_rel,
+        "ridge": r,
+        "overlap_mapped": ov,
+        **{f"overlap_mapped_{k}": v for k, v in _band(nulls["overlap_linear"]).items()},
+        "delta_cos2": ch.delta_cos2 if ch else None,
+        "delta_angle_rad": ch.delta_angle_rad if ch else None,
+        "r2_fit": alignment.r2(lin, lp.xa, lp.xb),
+        "r2_test": alignment.r2(lin, lp.xat, lp.xbt),
+        **{f"r2_test_{k}": v for k, v in _band(nulls["r2_linear"]).items()},
+        "procrustes_scale": None,
+        "warnings": "; ".join(_notes(rep.n_fit, rep.dA, ov, nulls["overlap_linear"], "linear")),
+    }
+
+
+def _rows_for(ctx: dict, lp: _LayerPair, cfg) -> list[dict]:
+    """align() at the first ridge (linear + Procrustes rows), linear rows for further ridges."""
+    scale = np.sum((lp.xa - lp.xa.mean(axis=0)) ** 2) / lp.xa.shape[1]
+    ridges = [(r, r * scale) for r in cfg.ridges_rel]
+    settings = alignment.AlignSettings(
+        ridge=ridges[0][1], n_perm=cfg.n_perm, seed=cfg.seed, level=cfg.level
+    )
+    with warnings.catch_warnings():
+        # align() warns once per call; the rows carry the same notes in their "warnings" column
+        warnings.simplefilter("ignore")
+        rep = alignment.align(lp.xa, lp.xb, lp.xat, lp.xbt, lp.qa, lp.qb, settings)
+    shared = _shared(ctx, rep, cfg)
+    rows = _report_rows(shared, rep, ridges[0])
+    for ridge in ridges[1:]:
+        rows.append(_ridge_row(shared, lp, rep, ridge, cfg))
     return rows
 
 
@@ -315,7 +289,56 @@ def _summarise(rows: list[dict], cfg) -> dict:
     return out
 
 
+def _column(rs: list[dict], key: str) -> np.ndarray:
+    """`[layer]` values of `key` over the rows `rs` (None as NaN)."""
+    return np.array([np.nan if r[key] is None else float(r[key]) for r in rs])
+
+
+def _overlap_figure(groups: dict, x, label_a: str, tail: str):
+    first = next(iter(groups.values()))
+    series = {"raw (no map)": (_column(first, "overlap_raw"), None, None)}
+    series["random subspaces"] = (
+        _column(first, "overlap_random_expectation"),
+        _column(first, "overlap_random_lo"),
+        _column(first, "overlap_random_hi"),
+    )
+    dashed = ["random subspaces"]
+    for name, rs in groups.items():
+        series[name] = (_column(rs, "overlap_mapped"), None, None)
+        series[f"{name} null"] = _clip_band(rs, "overlap_mapped")
+        dashed.append(f"{name} null")
+    return plots.line_with_band(
+        x,
+        series,
+        xlabel=f"layer of {label_a} (0 = embeddings; B at the same relative depth)",
+        ylabel="subspace overlap (mean cos^2 of principal angles)",
+        title=f"Emotion subspace overlap, {tail}",
+        dashed=dashed,
+    )
+
+
+def _fit_figure(groups: dict, x, label_a: str, tail: str):
+    first = next(iter(groups.values()))
+    series, dashed = {}, []
+    for name, rs in groups.items():
+        series[f"R^2 held-out, {name}"] = (_column(rs, "r2_test"), None, None)
+        series[f"R^2 null, {name}"] = _clip_band(rs, "r2_test")
+        dashed.append(f"R^2 null, {name}")
+    series["linear CKA (fit rows)"] = (_column(first, "cka_fit"), None, None)
+    series["CKA null"] = _clip_band(first, "cka")
+    dashed.append("CKA null")
+    return plots.line_with_band(
+        x,
+        series,
+        xlabel=f"layer of {label_a} (0 = embeddings)",
+        ylabel="held-out R^2 / linear CKA",
+        title=f"Map fit, {tail}",
+        dashed=dashed,
+    )
+
+
 def _plot(rows, label_a, label_b, pairing, cfg, out_dir) -> tuple[str, str]:
+    """overlap__<stem>.png and fit__<stem>.png of one (A -> B, pairing); returns their names."""
     groups: dict = {}
     for r in rows:
         name = (
@@ -324,54 +347,15 @@ def _plot(rows, label_a, label_b, pairing, cfg, out_dir) -> tuple[str, str]:
         groups.setdefault(name, []).append(r)
     first = next(iter(groups.values()))
     x = np.array([r["layer_a"] for r in first])
-    nan = lambda v: np.nan if v is None else float(v)
-    col = lambda rs, k: np.array([nan(r[k]) for r in rs])
-    n_fit, d = first[0]["n_fit"], first[0]["dA"]
     tail = (
-        f"{label_a} -> {label_b}, {pairing} pairing, n_fit={n_fit}, d={d}, k<={cfg.k}, "
-        f"seed={cfg.seed}; dashed: nulls ({int(cfg.level * 100)}% band, n_perm={cfg.n_perm})"
-    )
-    series = {"raw (no map)": (col(first, "overlap_raw"), None, None)}
-    series["random subspaces"] = (
-        col(first, "overlap_random_expectation"),
-        col(first, "overlap_random_lo"),
-        col(first, "overlap_random_hi"),
-    )
-    dashed = ["random subspaces"]
-    for name, rs in groups.items():
-        series[name] = (col(rs, "overlap_mapped"), None, None)
-        series[f"{name} null"] = _clip_band(rs, "overlap_mapped")
-        dashed.append(f"{name} null")
-    fig = plots.line_with_band(
-        x,
-        series,
-        xlabel=f"layer of {label_a} (0 = embeddings; B at the same relative depth)",
-        ylabel="subspace overlap (mean cos^2 of principal angles)",
-        title=f"Emotion subspace overlap, {tail}",
-        dashed=dashed,
+        f"{label_a} -> {label_b}, {pairing} pairing, n_fit={first[0]['n_fit']}, "
+        f"d={first[0]['dA']}, k<={cfg.k}, seed={cfg.seed}; dashed: nulls "
+        f"({int(cfg.level * 100)}% band, n_perm={cfg.n_perm})"
     )
     stem = f"{_safe(label_a)}__{_safe(label_b)}__{pairing}"
-    overlap_name = f"overlap__{stem}.png"
-    artifacts.save_figure(out_dir / overlap_name, fig)
-
-    series, dashed = {}, []
-    for name, rs in groups.items():
-        series[f"R^2 held-out, {name}"] = (col(rs, "r2_test"), None, None)
-        series[f"R^2 null, {name}"] = _clip_band(rs, "r2_test")
-        dashed.append(f"R^2 null, {name}")
-    series["linear CKA (fit rows)"] = (col(first, "cka_fit"), None, None)
-    series["CKA null"] = _clip_band(first, "cka")
-    dashed.append("CKA null")
-    fig = plots.line_with_band(
-        x,
-        series,
-        xlabel=f"layer of {label_a} (0 = embeddings)",
-        ylabel="held-out R^2 / linear CKA",
-        title=f"Map fit, {tail}",
-        dashed=dashed,
-    )
-    fit_name = f"fit__{stem}.png"
-    artifacts.save_figure(out_dir / fit_name, fig)
+    overlap_name, fit_name = f"overlap__{stem}.png", f"fit__{stem}.png"
+    artifacts.save_figure(out_dir / overlap_name, _overlap_figure(groups, x, label_a, tail))
+    artifacts.save_figure(out_dir / fit_name, _fit_figure(groups, x, label_a, tail))
     return overlap_name, fit_name
 
 
@@ -381,6 +365,75 @@ def _clip_band(rs, key):
     lo = np.array([float(r[f"{base}_lo"]) for r in rs])
     hi = np.array([float(r[f"{base}_hi"]) for r in rs])
     return np.clip(mean, lo, hi), lo, hi  # a skewed null's mean can leave its band; CSV is exact
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What every layer pair of a run shares: the config, the neutral fit / held-out prompts,
+    each model's per-layer emotion bases `[d_model, k_used]`, and the list of skipped pairs."""
+
+    cfg: object
+    fit_p: np.ndarray
+    test_p: np.ndarray
+    bases: dict[str, list[np.ndarray]]
+    skipped: list[str]
+
+
+def _design(cfg, setup: _Setup) -> dict:
+    return {
+        "fit_data": "neutral prompts only; split into fit / held-out by prompt",
+        "n_fit_prompts": int(setup.fit_p.size),
+        "n_test_prompts": int(setup.test_p.size),
+        "pairings": PAIRING_TEXT,
+        "pairing_rule": "per token iff both models tokenise every prompt identically, else "
+        "per prompt (sentence_end and prompt_mean); fit_on=" + cfg.fit_on,
+        "layer_matching": "layer l of A <-> round(l * L_B / L_A) of B (0 = embeddings)",
+        "subspace": f"top-{cfg.k} principal directions of the differences between the four "
+        f"raw class means ({cfg.subspace_from}), all prompts, per model and layer",
+        "ridge": "ridge = ridge_rel * ||X_A,c||_F^2 / d_A on the fit rows",
+        "overlap": "mean cos^2 of principal angles; delta_cos2 = after - raw",
+    }
+
+
+def _layer_rows(setup: _Setup, a_item, b_item, pairing: str, layers: tuple[int, int]) -> list:
+    """Rows of one layer pair (layer_a, layer_b) of models a_item = (label, Activations) and
+    b_item under `pairing`; [] with a line in setup.skipped where there is nothing to map."""
+    (la, a), (lb, b), (layer_a, layer_b) = a_item, b_item, layers
+    cfg, fit_p = setup.cfg, setup.fit_p
+    ba, bb = setup.bases[la][layer_a], setup.bases[lb][layer_b]
+    if ba.shape[1] == 0 or bb.shape[1] == 0:
+        setup.skipped.append(
+            f"{la} L{layer_a} -> {lb} L{layer_b}: the class means do not differ "
+            f"({cfg.subspace_from}) in one model, no emotion subspace to compare"
+        )
+        return []
+    ctx = {
+        "model_a": la,
+        "model_b": lb,
+        "pairing": pairing,
+        "fit_on": PAIRING_TEXT[pairing],
+        "layer_a": layer_a,
+        "layer_b": layer_b,
+        "layer_name_a": layer_names(a.n_layers_plus_one)[layer_a],
+        "depth": layer_a / (a.n_layers_plus_one - 1),
+        "subspace_from": cfg.subspace_from,
+        "n_fit_prompts": int(fit_p.size),
+        "n_test_prompts": int(setup.test_p.size),
+    }
+    xa, xb = features(a, pairing, layer_a, fit_p), features(b, pairing, layer_b, fit_p)
+    where = f"{la} L{layer_a} -> {lb} L{layer_b} ({pairing})"
+    if _constant(xa) or _constant(xb):
+        # e.g. Pythia's layer 0 at the last token: no position embedding, and every neutral
+        # prompt ends in the same token -> one point, nothing to map
+        setup.skipped.append(f"{where}: fit rows identical in one model")
+        return []
+    xat = features(a, pairing, layer_a, setup.test_p)
+    xbt = features(b, pairing, layer_b, setup.test_p)
+    try:
+        return _rows_for(ctx, _LayerPair(xa, xb, xat, xbt, ba, bb), cfg)
+    except ValueError as e:
+        setup.skipped.append(f"{where}: {e}")
+        return []
 
 
 def run_alignment(acts_by_model: dict[str, Activations], cfg, out_dir: str | Path) -> dict:
@@ -399,68 +452,17 @@ def run_alignment(acts_by_model: dict[str, Activations], cfg, out_dir: str | Pat
     for label, acts in acts_by_model.items():
         basis, _, k_used = emotion_subspaces(acts, cfg.subspace_from, cfg.k)
         bases[label] = [basis[li, :, :kk] for li, kk in enumerate(k_used)]
+    setup = _Setup(cfg, fit_p, test_p, bases, [])
     rows: list[dict] = []
-    summary: dict = {
-        "design": {
-            "fit_data": "neutral prompts only; split into fit / held-out by prompt",
-            "n_fit_prompts": int(fit_p.size),
-            "n_test_prompts": int(test_p.size),
-            "pairings": PAIRING_TEXT,
-            "pairing_rule": "per token iff both models tokenise every prompt identically, else "
-            "per prompt (sentence_end and prompt_mean); fit_on=" + cfg.fit_on,
-            "layer_matching": "layer l of A <-> round(l * L_B / L_A) of B (0 = embeddings)",
-            "subspace": f"top-{cfg.k} principal directions of the differences between the four "
-            f"raw class means ({cfg.subspace_from}), all prompts, per model and layer",
-            "ridge": "ridge = ridge_rel * ||X_A,c||_F^2 / d_A on the fit rows",
-            "overlap": "mean cos^2 of principal angles; delta_cos2 = after - raw",
-        },
-        "pairs": {},
-        "skipped": [],
-        "files": {},
-    }
+    summary: dict = {"design": _design(cfg, setup), "pairs": {}, "skipped": setup.skipped}
     files = {}
     for (la, a), (lb, b) in itertools.permutations(acts_by_model.items(), 2):
-        names_a = layer_names(a.n_layers_plus_one)
         for pairing in pairings(a, b, cfg.fit_on):
             pair_rows = []
-            for layer_a, layer_b in matched_layers(
+            for layers in matched_layers(
                 a.n_layers_plus_one - 1, b.n_layers_plus_one - 1, cfg.layer_stride
             ):
-                ba, bb = bases[la][layer_a], bases[lb][layer_b]
-                if ba.shape[1] == 0 or bb.shape[1] == 0:
-                    summary["skipped"].append(
-                        f"{la} L{layer_a} -> {lb} L{layer_b}: the class means do not differ "
-                        f"({cfg.subspace_from}) in one model, no emotion subspace to compare"
-                    )
-                    continue
-                ctx = {
-                    "model_a": la,
-                    "model_b": lb,
-                    "pairing": pairing,
-                    "fit_on": PAIRING_TEXT[pairing],
-                    "layer_a": layer_a,
-                    "layer_b": layer_b,
-                    "layer_name_a": names_a[layer_a],
-                    "depth": layer_a / (a.n_layers_plus_one - 1),
-                    "subspace_from": cfg.subspace_from,
-                    "n_fit_prompts": int(fit_p.size),
-                    "n_test_prompts": int(test_p.size),
-                }
-                xa, xb = features(a, pairing, layer_a, fit_p), features(b, pairing, layer_b, fit_p)
-                where = f"{la} L{layer_a} -> {lb} L{layer_b} ({pairing})"
-                if _constant(xa) or _constant(xb):
-                    # e.g. Pythia's layer 0 at the last token: no position embedding, and every
-                    # neutral prompt ends in the same token -> one point, nothing to map
-                    summary["skipped"].append(f"{where}: fit rows identical in one model")
-                    continue
-                xat, xbt = (
-                    features(a, pairing, layer_a, test_p),
-                    features(b, pairing, layer_b, test_p),
-                )
-                try:
-                    pair_rows += _rows_for(ctx, xa, xb, xat, xbt, ba, bb, cfg)
-                except ValueError as e:
-                    summary["skipped"].append(f"{where}: {e}")
+                pair_rows += _layer_rows(setup, (la, a), (lb, b), pairing, layers)
             if not pair_rows:
                 continue
             rows += pair_rows
@@ -476,3 +478,16 @@ def run_alignment(acts_by_model: dict[str, Activations], cfg, out_dir: str | Pat
     summary["config"] = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     artifacts.write_json(out_dir / "alignment_summary.json", summary)
     return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """acts: {model label: its activations (phase 2)}, two or more, the same prompts in the same
+    order."""
+
+    acts: dict[str, Activations]
+
+
+def run(inputs: Inputs, cfg, out_dir: str | Path) -> dict:
+    """The phase behind the runner interface: `run_alignment(inputs.acts, cfg, out_dir)`."""
+    return run_alignment(inputs.acts, cfg, out_dir)

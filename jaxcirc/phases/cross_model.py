@@ -11,61 +11,31 @@ rank sends everything to similar directions, so a high raw cosine alone means li
 
 Files per pair under `<A>__to__<B>/`: `mapped/` (steering outputs: effects with CIs, random
 controls, plots, samples) and `vectors.json` (cosines, nulls, layers, map settings). B's own-vector
-run does not depend on A, so it is run once per model, under `own__<B>/`.
+run does not depend on A, so it is run once per model, under `own__<B>/`. The map, the mapped
+vectors and their null are `jaxcirc.core.cross_model`'s; this runner writes and steers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 
-from jaxcirc.core import alignment
-from jaxcirc.data import dataset
+from jaxcirc.core.cross_model import cosine, fit_map, mapped_vectors, random_mapped_null
+from jaxcirc.core.vectors import emotion_vectors
+from jaxcirc.data.activations import Activations
 from jaxcirc.data.emotions import EMOTIONAL
 from jaxcirc.infra import artifacts
 from jaxcirc.phases import steering
-from jaxcirc.phases.alignment import features, pairings
-from jaxcirc.phases.vectors import emotion_vectors
 
-NEUTRAL = dataset.EMOTIONS.index("neutral")
+NAME = "cross_model"
+# Bump when the phase's outputs change meaning: every run then recomputes it.
+VERSION = 1
+
 EMOTIONS = EMOTIONAL
-
-
-def _cos(a, b) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
-
-
-def fit_map(acts_a, acts_b, layer_a: int, layer_b: int, ridge_rel: float):
-    """Linear map A -> B fit on every neutral prompt's rows at the given layers.
-
-    Returns (LinearMap, pairing name). ridge = ridge_rel * ||X_A centred||_F^2 / d_A, so one
-    value means the same shrinkage at any layer scale.
-    """
-    pairing = pairings(acts_a, acts_b, "all_tokens")[0]
-    idx = np.flatnonzero(acts_a.labels == NEUTRAL)
-    xa = features(acts_a, pairing, layer_a, idx)
-    xb = features(acts_b, pairing, layer_b, idx)
-    xc = xa - xa.mean(0)
-    ridge = float(ridge_rel) * float((xc**2).sum()) / xa.shape[1]
-    return alignment.fit_linear(xa, xb, ridge=ridge), pairing
-
-
-def mapped_vectors(m, vecs_a: dict, layer_a: int) -> dict[str, np.ndarray]:
-    """{emotion: [d_B]} = v_A[layer_a] @ W."""
-    W = np.asarray(m.W)
-    return {e: np.asarray(v[layer_a], np.float64) @ W for e, v in vecs_a.items()}
-
-
-def random_mapped_null(m, d_a: int, target: np.ndarray, n: int, seed: int, level: float = 0.95):
-    """Cosines between `target` and random isotropic A-directions mapped through W."""
-    W = np.asarray(m.W)
-    r = np.random.default_rng(seed).standard_normal((n, d_a)) @ W
-    c = r @ target / (np.linalg.norm(r, axis=1) * np.linalg.norm(target) + 1e-30)
-    lo, hi = np.quantile(c, [(1 - level) / 2, (1 + level) / 2])
-    return {"mean": float(c.mean()), "lo": float(lo), "hi": float(hi), "n": n, "seed": seed}
 
 
 def _steer_cfg(cfg, layer: int) -> ml_collections.ConfigDict:
@@ -82,50 +52,63 @@ def _broadcast(vec: np.ndarray, n_layers: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(vec, np.float32), (n_layers, vec.shape[-1])).copy()
 
 
-def run_cross_model(models: dict, acts: dict, prompts: list[str], cfg, out_dir) -> dict:
-    """Steer each model with every other model's mapped emotion vectors; see module docstring.
+def _layers(ma, mb, relative_depth: float) -> tuple[int, int]:
+    """(layer of A, layer of B) at `relative_depth`, each below its model's last block."""
+    la = int(round(relative_depth * ma.config.n_layers))
+    lb = int(round(relative_depth * mb.config.n_layers))
+    return min(la, ma.config.n_layers - 1), min(lb, mb.config.n_layers - 1)
 
-    models: {label: LoadedModel}; acts: {label: extract.Activations} (the phase-2 activations);
-    prompts: neutral prompts to steer; cfg: the study config (sections cross_model, steering).
-    """
-    cm = cfg.cross_model
-    out = Path(out_dir)
-    summary = {
+
+def _cosines(lin, vecs_a: dict, vecs_b: dict, mapped: dict, layers, d_models, seed: int) -> dict:
+    """Per emotion: cos(mapped, B's own) beside random A-directions mapped through the same map,
+    and (same width only) cos(A's raw vector, B's own)."""
+    (la, lb), (d_a, d_b) = layers, d_models
+    cos = {}
+    for i, e in enumerate(EMOTIONS):
+        own = np.asarray(vecs_b[e][lb], np.float64)
+        cos[e] = {
+            "cos_mapped_vs_own": cosine(mapped[e], own),
+            "null_random_A_directions_mapped": random_mapped_null(lin, d_a, own, 200, seed + i),
+            "cos_raw_A_vs_own_B": (
+                cosine(np.asarray(vecs_a[e][la], np.float64), own) if d_a == d_b else None
+            ),
+        }
+    return cos
+
+
+def _header(cfg) -> dict:
+    """The summary's description of the run; "pairs" is filled per ordered pair."""
+    return {
         "what": "steering model B with model A's emotion vector mapped through a linear map fit "
         "on neutral activations (A -> B), vs B's own vector and random directions of equal norm",
         "vector_method": cfg.steering.vector_method,
         "vector_centre": cfg.steering.vector_centre,
-        "relative_depth": float(cm.relative_depth),
-        "ridge_rel": float(cm.ridge),
+        "relative_depth": float(cfg.cross_model.relative_depth),
+        "ridge_rel": float(cfg.cross_model.ridge),
         "pairs": {},
     }
-    labels = list(acts)
+
+
+def run_cross_model(models: dict, acts: dict, prompts: list[str], cfg, out_dir) -> dict:
+    """Steer each model with every other model's mapped emotion vectors; see module docstring.
+
+    models: {label: LoadedModel}; acts: {label: `jaxcirc.data.activations.Activations`} (the
+    phase-2 activations); prompts: neutral prompts to steer; cfg: the study config (sections
+    cross_model, steering).
+    """
+    cm, method, centre = cfg.cross_model, cfg.steering.vector_method, cfg.steering.vector_centre
+    out = Path(out_dir)
+    summary = _header(cfg)
     own_runs = {}  # B -> its own-vector steering summary (shared by every A -> B)
-    for a, b in itertools.permutations(labels, 2):
+    for a, b in itertools.permutations(list(acts), 2):
         ma, mb = models[a], models[b]
-        la = int(round(cm.relative_depth * ma.config.n_layers))
-        lb = int(round(cm.relative_depth * mb.config.n_layers))
-        lb = min(lb, mb.config.n_layers - 1)
-        la = min(la, ma.config.n_layers - 1)
+        la, lb = _layers(ma, mb, cm.relative_depth)
         lin, pairing = fit_map(acts[a], acts[b], la, lb, cm.ridge)
-        vecs_a = emotion_vectors(acts[a], cfg.steering.vector_method, cfg.steering.vector_centre)
-        vecs_b = emotion_vectors(acts[b], cfg.steering.vector_method, cfg.steering.vector_centre)
+        vecs_a = emotion_vectors(acts[a], method, centre)
+        vecs_b = emotion_vectors(acts[b], method, centre)
         mapped = mapped_vectors(lin, vecs_a, la)
         pair_dir = out / f"{artifacts.slug(a)}__to__{artifacts.slug(b)}"
-        cos = {}
-        for i, e in enumerate(EMOTIONS):
-            own = np.asarray(vecs_b[e][lb], np.float64)
-            cos[e] = {
-                "cos_mapped_vs_own": _cos(mapped[e], own),
-                "null_random_A_directions_mapped": random_mapped_null(
-                    lin, ma.config.d_model, own, 200, int(cm.seed) + i
-                ),
-                "cos_raw_A_vs_own_B": (
-                    _cos(np.asarray(vecs_a[e][la], np.float64), own)
-                    if ma.config.d_model == mb.config.d_model
-                    else None
-                ),
-            }
+        d_models = (ma.config.d_model, mb.config.d_model)
         info = {
             "model_a": a,
             "model_b": b,
@@ -136,20 +119,23 @@ def run_cross_model(models: dict, acts: dict, prompts: list[str], cfg, out_dir) 
             "d_a": int(lin.dA),
             "n_over_d": float(lin.n / lin.dA),
             "ridge": float(lin.ridge),
-            "cosines": cos,
+            "cosines": _cosines(lin, vecs_a, vecs_b, mapped, (la, lb), d_models, int(cm.seed)),
         }
         artifacts.write_json(pair_dir / "vectors.json", info)
-        sc = _steer_cfg(cfg, lb)
-        n_b = mb.config.n_layers
-        mapped_tab = {e: _broadcast(mapped[e], n_b) for e in EMOTIONS}
-        own_tab = {e: _broadcast(vecs_b[e][lb], n_b) for e in EMOTIONS}
+        sc, n_b = _steer_cfg(cfg, lb), mb.config.n_layers
         (pair_dir / "mapped").mkdir(parents=True, exist_ok=True)
         info["steer_mapped"] = steering.run_steering(
-            mb, prompts, mapped_tab, sc, pair_dir / "mapped", label=f"neutral, vectors from {a}"
+            mb,
+            prompts,
+            {e: _broadcast(mapped[e], n_b) for e in EMOTIONS},
+            sc,
+            pair_dir / "mapped",
+            label=f"neutral, vectors from {a}",
         )
         if b not in own_runs:
             own_dir = out / f"own__{artifacts.slug(b)}"
             own_dir.mkdir(parents=True, exist_ok=True)
+            own_tab = {e: _broadcast(vecs_b[e][lb], n_b) for e in EMOTIONS}
             own_runs[b] = steering.run_steering(
                 mb, prompts, own_tab, sc, own_dir, label=f"neutral, {b}'s own vectors"
             )
@@ -157,3 +143,19 @@ def run_cross_model(models: dict, acts: dict, prompts: list[str], cfg, out_dir) 
         info["own_dir"] = f"own__{artifacts.slug(b)}"
         summary["pairs"][f"{a} -> {b}"] = info
     return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """models: {label: LoadedModel}; acts: {label: its activations (phase 2)}, the models to
+    pair; prompts: the neutral prompts to steer."""
+
+    models: dict
+    acts: dict[str, Activations]
+    prompts: list[str]
+
+
+def run(inputs: Inputs, cfg, out_dir: str | Path) -> dict:
+    """The phase behind the runner interface: `run_cross_model` with `cfg` holding the
+    cross_model and steering sections."""
+    return run_cross_model(inputs.models, inputs.acts, inputs.prompts, cfg, out_dir)

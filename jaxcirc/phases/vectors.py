@@ -21,24 +21,32 @@ Files written to out_dir (every number says its method, centring, layer and seed
 
 Positions: "sentence_end" reads each prompt's last real token; "token" the tokens of the record's
 spans (emotion words; neutral: form-matched anchors); "token_delta" the change h[t] - h[t-1] at
-those tokens. Centrings: see `jaxcirc.core.vectors`.
+those tokens. Centrings: see `jaxcirc.core.vectors`. The vectors and subspaces other phases read
+(`emotion_vectors`, `emotion_subspaces`) are computed by `jaxcirc.core.vectors` and
+`jaxcirc.core.subspace`; this runner only writes them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from jaxcirc.core import probe, subspace, vectors
+from jaxcirc.core import probe, vectors
+from jaxcirc.core.subspace import emotion_subspaces
+from jaxcirc.core.vectors import emotion_class_vectors, method_inputs
 from jaxcirc.data import dataset
-from jaxcirc.data.emotions import EMOTIONAL
+from jaxcirc.data.activations import Activations, layer_names, sentence_end, span_mean
+from jaxcirc.data.emotions import NEUTRAL_INDEX
 from jaxcirc.infra import artifacts
-from jaxcirc.phases.extract import Activations, layer_names, sentence_end, span_mean
 from jaxcirc.report import plots
 
-NEUTRAL_INDEX = dataset.EMOTIONS.index("neutral")
+NAME = "vectors"
+# Bump when the phase's outputs change meaning: every run then recomputes it.
+VERSION = 1
+
 PAIRS = (("gratitude", "anger"), ("gratitude", "apology"), ("anger", "apology"))
 PROBE_FEATURES = ("sentence_end", "span_mean")
 
@@ -60,76 +68,69 @@ def _check_config(cfg) -> None:
         )
 
 
-def _method_inputs(acts: Activations, method: str):
-    """(acts for jaxcirc.core.vectors, token_mask or None)."""
-    if method == "sentence_end":
-        return sentence_end(acts), None
-    return acts.resid, acts.span_mask
+def _cosine_rows(acts: Activations, res: vectors.CosineResult, cfg, names) -> list[dict]:
+    """cosines.csv rows of one method x centre: every layer x class pair (a < b)."""
+    rows = []
+    cls = res.class_names
+    for li in range(res.matrix.shape[0]):
+        for a in range(len(cls)):
+            for b in range(a + 1, len(cls)):
+                rows.append(
+                    {
+                        "model": acts.model_label,
+                        "method": res.method,
+                        "centre": res.centre,
+                        "layer": li,
+                        "layer_name": names[li],
+                        "class_a": cls[a],
+                        "class_b": cls[b],
+                        "cosine": float(res.matrix[li, a, b]),
+                        "null_mean": float(res.null_mean[li, a, b]),
+                        "null_lo": float(res.null_lo[li, a, b]),
+                        "null_hi": float(res.null_hi[li, a, b]),
+                        "level": cfg.level,
+                        "n_perm": cfg.n_perm,
+                        "seed": cfg.seed,
+                    }
+                )
+    return rows
 
 
-def class_vectors(acts: Activations, method: str, centre: str) -> np.ndarray:
-    """`[layer + 1, 4, d_model]` class vectors in `dataset.EMOTIONS` order (float64)."""
-    x, tm = _method_inputs(acts, method)
-    return vectors.class_vectors(
-        method, x, acts.labels, len(dataset.EMOTIONS), centre, NEUTRAL_INDEX, tm
-    )
-
-
-def emotion_vectors(acts: Activations, method: str, centre: str) -> dict[str, np.ndarray]:
-    """{emotion: `[layer + 1, d_model]` float32} for gratitude, anger, apology (the directions
-    that steering adds and the heads phase scores against)."""
-    v = class_vectors(acts, method, centre)
-    return {e: v[:, dataset.EMOTIONS.index(e)].astype(np.float32) for e in EMOTIONAL}
+def _cosine_result(acts: Activations, cfg, method: str, centre: str, summary):
+    """`vectors.cosine_analysis` of one method x centre, or None (noted in the summary's
+    "skipped") where the method has nothing to read."""
+    x, tm = method_inputs(acts, method)
+    try:
+        return vectors.cosine_analysis(
+            x,
+            acts.labels,
+            list(dataset.EMOTIONS),
+            method,
+            centre,
+            tm,
+            NEUTRAL_INDEX,
+            n_perm=cfg.n_perm,
+            seed=cfg.seed,
+            level=cfg.level,
+        )
+    except ValueError as e:
+        # e.g. token_delta when every span of a class starts the prompt (no h[t-1])
+        msg = f"{method}/{centre} skipped: {e}"
+        warnings.warn(msg, stacklevel=4)
+        summary["skipped"].append(msg)
+        return None
 
 
 def _cosines(acts, cfg, out_dir, names, summary, files):
     rows = []
     vec_arrays = {}
     for method in cfg.methods:
-        x, tm = _method_inputs(acts, method)
         for centre in cfg.centres:
-            try:
-                res = vectors.cosine_analysis(
-                    x,
-                    acts.labels,
-                    list(dataset.EMOTIONS),
-                    method,
-                    centre,
-                    tm,
-                    NEUTRAL_INDEX,
-                    n_perm=cfg.n_perm,
-                    seed=cfg.seed,
-                    level=cfg.level,
-                )
-            except ValueError as e:
-                # e.g. token_delta when every span of a class starts the prompt (no h[t-1])
-                msg = f"{method}/{centre} skipped: {e}"
-                warnings.warn(msg, stacklevel=3)
-                summary["skipped"].append(msg)
+            res = _cosine_result(acts, cfg, method, centre, summary)
+            if res is None:
                 continue
-            vec_arrays[f"vectors__{method}__{centre}"] = class_vectors(acts, method, centre)
-            cls = res.class_names
-            for li in range(res.matrix.shape[0]):
-                for a in range(len(cls)):
-                    for b in range(a + 1, len(cls)):
-                        rows.append(
-                            {
-                                "model": acts.model_label,
-                                "method": method,
-                                "centre": centre,
-                                "layer": li,
-                                "layer_name": names[li],
-                                "class_a": cls[a],
-                                "class_b": cls[b],
-                                "cosine": float(res.matrix[li, a, b]),
-                                "null_mean": float(res.null_mean[li, a, b]),
-                                "null_lo": float(res.null_lo[li, a, b]),
-                                "null_hi": float(res.null_hi[li, a, b]),
-                                "level": cfg.level,
-                                "n_perm": cfg.n_perm,
-                                "seed": cfg.seed,
-                            }
-                        )
+            vec_arrays[f"vectors__{method}__{centre}"] = emotion_class_vectors(acts, method, centre)
+            rows += _cosine_rows(acts, res, cfg, names)
             summary["cosines"].setdefault(method, {})[centre] = _cosine_headline(res)
             if cfg.plots:
                 tag = f"{method}_{centre}"
@@ -239,61 +240,52 @@ def _cosine_lines(acts, res, cfg, path) -> str:
     return path.name
 
 
-def _probe(acts, cfg, out_dir, names, summary, files):
-    rows, series, dashed = [], {}, []
-    alpha = 100.0 * (1.0 - cfg.level) / 2.0
-    for feature in cfg.probe_features:
-        x = sentence_end(acts) if feature == "sentence_end" else span_mean(acts)
-        res = probe.probe_accuracy(
-            x, acts.labels, cfg.probe_folds, cfg.seed, cfg.probe_shrinkage, layers=None
-        )
-        null = probe.probe_shuffle_null(
-            x, acts.labels, cfg.probe_folds, cfg.probe_n_perm, cfg.seed, cfg.probe_shrinkage
-        )
-        lo, hi = np.percentile(null.samples, [alpha, 100.0 - alpha], axis=0)
-        for li in range(x.shape[0]):
-            rows.append(
-                {
-                    "model": acts.model_label,
-                    "feature": feature,
-                    "layer": li,
-                    "layer_name": names[li],
-                    "accuracy": float(res.accuracy[li]),
-                    "null_mean": float(null.mean[li]),
-                    "null_lo": float(lo[li]),
-                    "null_hi": float(hi[li]),
-                    "null_p95": float(null.p95[li]),
-                    "chance": res.chance,
-                    "n": res.n,
-                    "n_folds": res.n_folds,
-                    "n_perm": null.n_perm,
-                    "shrinkage_used": float(res.shrinkage_used[li]),
-                    "seed": cfg.seed,
-                }
-            )
-        blocks = res.accuracy[1:]
-        best = int(np.argmax(blocks)) + 1 if blocks.size else 0
-        summary["probe"][feature] = {
-            "best_layer": best,
-            "best_layer_name": names[best],
-            "accuracy": float(res.accuracy[best]),
-            "null_mean": float(null.mean[best]),
-            "null_p95": float(null.p95[best]),
+def _probe_rows(acts: Activations, feature: str, res, null, band, names, cfg) -> list[dict]:
+    """probe.csv rows of one feature, one per layer; band = (lo, hi) `[layer + 1]` of the null."""
+    lo, hi = band
+    return [
+        {
+            "model": acts.model_label,
+            "feature": feature,
+            "layer": li,
+            "layer_name": names[li],
+            "accuracy": float(res.accuracy[li]),
+            "null_mean": float(null.mean[li]),
+            "null_lo": float(lo[li]),
+            "null_hi": float(hi[li]),
+            "null_p95": float(null.p95[li]),
             "chance": res.chance,
-            "layer0_lexical_baseline": float(res.accuracy[0]),
-            "best_over": "layers 1..L (block outputs); layer 0 reported separately",
             "n": res.n,
             "n_folds": res.n_folds,
             "n_perm": null.n_perm,
+            "shrinkage_used": float(res.shrinkage_used[li]),
             "seed": cfg.seed,
         }
-        series[f"{feature} accuracy"] = (res.accuracy, None, None)
-        series[f"{feature} shuffle null"] = _band(null.mean, lo, hi)
-        dashed.append(f"{feature} shuffle null")
-    artifacts.write_csv(out_dir / "probe.csv", rows)
-    files["probe"] = "probe.csv"
-    if not cfg.plots:
-        return
+        for li in range(res.accuracy.shape[0])
+    ]
+
+
+def _probe_headline(res, null, names, cfg) -> dict:
+    """The summary's figures of one feature: the best block layer (1..L) beside layer 0."""
+    blocks = res.accuracy[1:]
+    best = int(np.argmax(blocks)) + 1 if blocks.size else 0
+    return {
+        "best_layer": best,
+        "best_layer_name": names[best],
+        "accuracy": float(res.accuracy[best]),
+        "null_mean": float(null.mean[best]),
+        "null_p95": float(null.p95[best]),
+        "chance": res.chance,
+        "layer0_lexical_baseline": float(res.accuracy[0]),
+        "best_over": "layers 1..L (block outputs); layer 0 reported separately",
+        "n": res.n,
+        "n_folds": res.n_folds,
+        "n_perm": null.n_perm,
+        "seed": cfg.seed,
+    }
+
+
+def _probe_plot(acts: Activations, cfg, series: dict, dashed: list, path: Path) -> str:
     x_layers = np.arange(acts.n_layers_plus_one)
     chance = 1.0 / len(np.unique(acts.labels))
     series["chance"] = (np.full(x_layers.shape, chance), None, None)
@@ -308,39 +300,31 @@ def _probe(acts, cfg, out_dir, names, summary, files):
         dashed=dashed,
         zero_line=False,
     )
-    artifacts.save_figure(out_dir / "probe.png", fig)
-    files["probe_plot"] = "probe.png"
+    artifacts.save_figure(path, fig)
+    return path.name
 
 
-SUBSPACE_RTOL = 1e-6
-"""A direction of the class-mean differences counts only if its singular value exceeds this
-fraction of the largest: activations are float32, so anything smaller is rounding, not data."""
-
-
-def emotion_subspaces(
-    acts: Activations, method: str, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per layer, the top-k principal directions of the differences between the four raw class
-    means.
-
-    Returns (basis `[layer + 1, d_model, k]`, singular values `[layer + 1, 3]`, k_used
-    `[layer + 1]`). Where the differences span fewer than k directions (e.g. Pythia's layer 0 at
-    the last token: no position embedding, and most prompts end in the same token, so the class
-    means differ in fewer directions), only the first k_used columns are a basis and the rest are
-    zero; k_used = 0 means the classes do not differ at that layer.
-    """
-    means = class_vectors(acts, method, "raw")
-    bases = np.zeros((means.shape[0], means.shape[2], k))
-    svals, k_used = [], []
-    for li, m in enumerate(means):
-        sv = np.linalg.svd(m - m.mean(axis=0), compute_uv=False)[: len(m) - 1]
-        rank = int(np.sum(sv > SUBSPACE_RTOL * max(sv.max(initial=0.0), 1e-300)))
-        kk = min(k, rank)
-        if kk:
-            bases[li, :, :kk] = subspace.emotion_subspace(m, kk, centre=True)
-        svals.append(sv)
-        k_used.append(kk)
-    return bases, np.stack(svals), np.array(k_used)
+def _probe(acts, cfg, out_dir, names, summary, files):
+    rows, series, dashed = [], {}, []
+    alpha = 100.0 * (1.0 - cfg.level) / 2.0
+    for feature in cfg.probe_features:
+        x = sentence_end(acts) if feature == "sentence_end" else span_mean(acts)
+        res = probe.probe_accuracy(
+            x, acts.labels, cfg.probe_folds, cfg.seed, cfg.probe_shrinkage, layers=None
+        )
+        null = probe.probe_shuffle_null(
+            x, acts.labels, cfg.probe_folds, cfg.probe_n_perm, cfg.seed, cfg.probe_shrinkage
+        )
+        lo, hi = np.percentile(null.samples, [alpha, 100.0 - alpha], axis=0)
+        rows += _probe_rows(acts, feature, res, null, (lo, hi), names, cfg)
+        summary["probe"][feature] = _probe_headline(res, null, names, cfg)
+        series[f"{feature} accuracy"] = (res.accuracy, None, None)
+        series[f"{feature} shuffle null"] = _band(null.mean, lo, hi)
+        dashed.append(f"{feature} shuffle null")
+    artifacts.write_csv(out_dir / "probe.csv", rows)
+    files["probe"] = "probe.csv"
+    if cfg.plots:
+        files["probe_plot"] = _probe_plot(acts, cfg, series, dashed, out_dir / "probe.png")
 
 
 def _subspaces(acts, cfg, out_dir, summary, files):
@@ -405,3 +389,15 @@ def run_vectors(acts: Activations, cfg, out_dir: str | Path) -> dict:
     summary["files"] = {**files, "summary": "summary.json"}
     artifacts.write_json(out_dir / "summary.json", summary)
     return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """acts: one model's activations (phase 2)."""
+
+    acts: Activations
+
+
+def run(inputs: Inputs, cfg, out_dir: str | Path) -> dict:
+    """The phase behind the runner interface: `run_vectors(inputs.acts, cfg, out_dir)`."""
+    return run_vectors(inputs.acts, cfg, out_dir)

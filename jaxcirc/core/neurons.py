@@ -1,0 +1,228 @@
+"""MLP neuron scores (the study's future work): the head-screening machinery over the neurons of a
+chosen layer range.
+
+Scores are support scores, as for heads (`jaxcirc.core.heads`): how much the neuron pushes the
+emotion measure m_e up on e's prompts. Removal kinds: "zero" (activation -> 0) and "mean" (-> its
+mean over the neutral prompts' real tokens), at every position.
+
+- "direct": (post_n - ref_n) W_out[n] read by the measure (final LN scale frozen for logit_diff);
+- "attribution": grad_post m_e . (post_n - ref_n) summed over positions, from `neuron_scale`
+  gradients (one forward and one backward per kind);
+- "exact": for the best neurons by attribution, the exact removal through a branch sweep: the
+  clean resid_post of the neuron's layer minus (post_n - ref_n) W_out[n], then the later layers
+  (`models.final_at_last`), every neuron a row (`heads.over_rows`).
+
+There are thousands of neurons per layer, so the exact effect is computed for a shortlist and
+its rank correlation with attribution is reported on that shortlist.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcirc.core import heads
+from jaxcirc.core.stats import bootstrap_ci
+from models import Edits, ModelConfig, Record, final_at_last, make_context, take_last
+from models import forward as model_forward
+
+Neuron = tuple[int, int]
+
+
+def check_layers(cfg: ModelConfig, layers: Sequence[int]) -> range:
+    """(first, last + 1) -> the range of layers, checked against the model's."""
+    a, b = int(layers[0]), int(layers[1])
+    if not 0 <= a < b <= cfg.n_layers:
+        raise ValueError(
+            f"neuron layers [{a}, {b}) are not inside the model's {cfg.n_layers} layers; "
+            f"pass (first, last + 1) with 0 <= first < last + 1 <= {cfg.n_layers}"
+        )
+    return range(a, b)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def neuron_mean(cfg: ModelConfig, params, tokens, mask):
+    """Mean activation over real tokens `[layer, d_mlp]`."""
+    _, tr = model_forward(cfg, params, tokens, mask, None, Record(mlp_post=True, logits="none"))
+    m = jnp.asarray(mask, tr.mlp_post.dtype)[None, :, :, None]
+    return (tr.mlp_post * m).sum(axis=(1, 2)) / m.sum(axis=(1, 2))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def neuron_attribution(cfg: ModelConfig, params, tokens, mask, mu, readout, emotion_index):
+    """Attribution patching of every neuron: (projection, logit_diff) each
+    `[kind, layer, d_mlp, batch]`, kinds zero (mu ignored) and mean (ref = mu `[layer, d_mlp]`).
+
+    d/ds of the run with `post <- s post + (1 - s) ref` at s = 1 is grad . (post - ref) per
+    position: one forward and one backward (per measure) for each kind.
+    """
+    B, P = tokens.shape
+    L, M = cfg.n_layers, cfg.d_mlp
+
+    def scores(ref):
+        def run(s):
+            edits = Edits(neuron_scale=s, neuron_mean=ref)
+            rec = Record(resid_post=True, at="last", logits="none")
+            _, tr = model_forward(cfg, params, tokens, mask, edits, rec)
+            proj, ld, _ = heads.readout_columns(cfg, params, readout, tr.resid_post)
+            p = heads.own_emotion(proj, emotion_index)
+            return jnp.stack([p, heads.own_emotion(ld, emotion_index)], axis=1)  # [batch, 2]
+
+        out, vjp = jax.vjp(run, jnp.ones((L, B, P, M), jnp.float32))
+        eye = jnp.eye(2, dtype=out.dtype)
+        (g,) = jax.vmap(lambda c: vjp(jnp.broadcast_to(c, out.shape)))(eye)  # [2, L, B, P, M]
+        return g.sum(axis=3).transpose(0, 1, 3, 2)  # [2, L, M, B]
+
+    both = jnp.stack([scores(jnp.zeros_like(mu)), scores(mu)])  # [kind, 2, L, M, B]
+    return both[:, 0], both[:, 1]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def neuron_direct(cfg: ModelConfig, params, tokens, mask, mu, readout, emotion_index):
+    """Direct effect of every neuron: (projection, logit_diff) `[kind, layer, d_mlp, batch]`."""
+    rec = Record(mlp_post=True, resid_post=True, at="last", logits="none")
+    _, tr = model_forward(cfg, params, tokens, mask, None, rec)
+    W_out = params["blocks"]["mlp"]["W_out"]  # [layer, d_mlp, d_model]
+    post = tr.mlp_post  # [layer, batch, d_mlp]
+    dirs = readout.directions[emotion_index]  # [batch, d_model]
+    w_read = jnp.einsum("lmd,bd->lmb", W_out, dirs)  # [layer, d_mlp, batch]
+    x = tr.resid_post.astype(jnp.float32)
+    sigma = jnp.sqrt(jnp.var(x, axis=-1) + cfg.ln_eps)
+    wu = heads.unembed_matrix(cfg, params, readout.vocab_ids) @ readout.word_weights  # [d, E]
+    wu = params["ln_final"]["scale"][:, None] * wu
+    centred = W_out - W_out.mean(-1, keepdims=True)
+    ld_read = jnp.einsum("lmd,de->lme", centred, wu)[..., emotion_index] / sigma  # [l, m, b]
+    out_p, out_l = [], []
+    for ref in (jnp.zeros_like(mu), mu):
+        a = jnp.moveaxis(post, 1, 2) - ref[..., None]  # [layer, d_mlp, batch]
+        out_p.append(a * w_read)
+        out_l.append(a * ld_read)
+    return jnp.stack(out_p), jnp.stack(out_l)
+
+
+def _by_layer(cfg: ModelConfig, neurons) -> dict[int, list[int]]:
+    by_layer: dict[int, list[int]] = {}
+    for layer, i in neurons:
+        if not (0 <= layer < cfg.n_layers and 0 <= i < cfg.d_mlp):
+            raise ValueError(
+                f"neuron ({layer}, {i}) is outside {cfg.n_layers} layers x {cfg.d_mlp}"
+            )
+        by_layer.setdefault(int(layer), []).append(int(i))
+    return dict(sorted(by_layer.items()))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "neurons", "chunk"))
+def neuron_sweep(cfg: ModelConfig, params, tokens, mask, refs, neurons, chunk: int = 16):
+    """Final residual at the last token with each neuron removed: `[n_neurons, kind, batch,
+    d_model]`, and the clean one `[batch, d_model]`. refs `[kind, layer, d_mlp]` (what a removed
+    neuron's activation becomes); neurons: static tuple of (layer, index); rows run through the
+    later layers in chunks of `chunk` (`RowStrategy("map", chunk)`)."""
+    _, tr = model_forward(
+        cfg, params, tokens, mask, None, Record(resid_pre=True, resid_post=True, mlp_post=True)
+    )
+    ctx = make_context(tokens, mask, Record(at="last"))
+    n = cfg.n_layers
+    W_out = params["blocks"]["mlp"]["W_out"]
+    outs, order = [], []
+    for layer, idx in _by_layer(cfg, neurons).items():
+        ii = jnp.asarray(idx)
+        a = tr.mlp_post[layer][..., ii]  # [batch, pos, k]
+        da = a[None] - refs[:, layer, ii][:, None, None]  # [kind, batch, pos, k]
+        delta = jnp.einsum("cbpk,kd->kcbpd", da, W_out[layer, ii])
+        K = delta.shape[1]
+        delta = delta.reshape((len(idx) * K,) + delta.shape[2:])
+        post = tr.resid_pre[layer + 1] if layer + 1 < n else tr.resid_post
+        if layer == n - 1:
+            last = take_last(post, ctx.last)[None]
+            out = last - jax.vmap(lambda d: take_last(d, ctx.last))(delta)
+        else:
+
+            def rest(x, c, layer=layer):
+                return final_at_last(cfg, params["blocks"], x, c, layer + 1, None)
+
+            rows = heads.RowStrategy("map", chunk)
+            out = heads.over_rows(rest, post[None] - delta, ctx, rows)
+        outs.append(out.reshape((len(idx), K) + out.shape[1:]))
+        order += [(layer, i) for i in idx]
+    result = jnp.concatenate(outs)
+    pos = {nr: j for j, nr in enumerate(order)}
+    result = result[jnp.asarray([pos[(int(a), int(b))] for a, b in neurons])]
+    return result, take_last(tr.resid_post, ctx.last)
+
+
+def single_neuron_removal(cfg: ModelConfig, params, tokens, mask, layer, i, ref=None):
+    """Reference for `neuron_sweep`: a plain forward with Edits(neuron_scale=...)."""
+    s = jnp.ones((cfg.n_layers, cfg.d_mlp)).at[layer, i].set(0.0)
+    _, tr = model_forward(
+        cfg,
+        params,
+        tokens,
+        mask,
+        Edits(neuron_scale=s, neuron_mean=ref),
+        Record(resid_post=True, at="last", logits="none"),
+    )
+    return tr.resid_post
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def neuron_scores(cfg: ModelConfig, params, prompts: heads.Prompts, mu, readout):
+    """Attribution and direct scores of every neuron, per prompt on its own emotion:
+    {(method, measure): `[kind, layer, d_mlp, n_prompts]` numpy}, kinds in `heads.KINDS` order
+    (zero, mean = mu `[layer, d_mlp]`)."""
+    args = (jnp.asarray(prompts.tokens), jnp.asarray(prompts.mask), mu, readout)
+    emo = jnp.asarray(prompts.emotion_index)
+    attr_p, attr_l = (np.asarray(a) for a in neuron_attribution(cfg, params, *args, emo))
+    dir_p, dir_l = (np.asarray(a) for a in neuron_direct(cfg, params, *args, emo))
+    return {
+        ("attribution", "projection"): attr_p,
+        ("attribution", "logit_diff"): attr_l,
+        ("direct", "projection"): dir_p,
+        ("direct", "logit_diff"): dir_l,
+    }
+
+
+def top_neurons(vals, k: int, n_boot: int, seed: int, level: float, first_layer: int):
+    """The k neurons of largest mean score: vals `[layer, d_mlp, n_prompts]` (layers from
+    `first_layer`) -> rows of layer, neuron, score (mean), bootstrap CI and rank."""
+    est = bootstrap_ci(vals, n_boot=n_boot, seed=seed, level=level)
+    value = np.asarray(est.value)
+    rows = []
+    for rank, flat in enumerate(np.argsort(-value, axis=None)[:k], start=1):
+        li, ni = np.unravel_index(flat, value.shape)
+        rows.append(
+            {
+                "layer": first_layer + int(li),
+                "neuron": int(ni),
+                "score": float(value[li, ni]),
+                "ci_lo": float(np.asarray(est.lo)[li, ni]),
+                "ci_hi": float(np.asarray(est.hi)[li, ni]),
+                "rank": rank,
+            }
+        )
+    return rows
+
+
+def shortlist(mean_scores, n: int, first_layer: int) -> tuple[Neuron, ...]:
+    """The n neurons of largest score in `mean_scores [layer, d_mlp]` (layers from
+    `first_layer`), best first."""
+    flat = np.argsort(-mean_scores, axis=None)[:n]
+    return tuple(
+        (first_layer + int(a), int(b))
+        for a, b in zip(*np.unravel_index(flat, mean_scores.shape), strict=True)
+    )
+
+
+def exact_effects(cfg: ModelConfig, params, prompts: heads.Prompts, refs, neurons, target, chunk):
+    """m(clean) - m(neuron removed) per neuron, kind and prompt `[n_neurons, kind, n_prompts]`
+    (numpy) for `target` (`heads.Target`), refs `[kind, layer, d_mlp]`."""
+    removed, clean = neuron_sweep(cfg, params, prompts.tokens, prompts.mask, refs, neurons, chunk)
+    cols = target.read(cfg, params, removed)
+    ccols = target.read(cfg, params, clean)
+    return np.asarray(ccols[None, None] - cols)

@@ -1,0 +1,138 @@
+"""models.scheduler.run_rows: many edited rows over a few prompts, re-run from their layer and
+decoded in shared padded batches, equal one plain `generate` call per row."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+from models import EngineSettings, Readout, Rows, batch_sizes, run_rows
+from models.contract import Edits
+from models.generate import Sampling, generate
+
+N_NEW = 5
+EOS = 7
+
+
+def _model():
+    return models.random_model(models.tiny_hf_config("gpt_neox", num_hidden_layers=3), seed=3)
+
+
+def _prompts(d_vocab: int):
+    """[4, 6] left-padded prompts of lengths 6, 4, 6, 3 (already left-aligned)."""
+    ids = np.random.default_rng(0).integers(1, d_vocab, (4, 6)).astype(np.int32)
+    mask = np.ones((4, 6), bool)
+    mask[1, :2] = False
+    mask[3, :3] = False
+    return ids, mask
+
+
+def _one(cfg, params, ids, mask, p, settings, readout, **edits):
+    """Prompt p generated alone with its own draws (row_ids = [p])."""
+    return generate(
+        cfg,
+        params,
+        ids[p : p + 1],
+        mask[p : p + 1],
+        N_NEW,
+        sampling=settings.sampling,
+        seed=settings.seed,
+        row_ids=[p],
+        vocab_ids=readout.vocab_ids,
+        proj_dirs=readout.proj_dirs,
+        eos_id=settings.eos_id,
+        **edits,
+    )
+
+
+def _assert_row(out, i, g):
+    np.testing.assert_array_equal(out.tokens[i], np.asarray(g.tokens)[0])
+    assert out.eos_at[i] == int(np.asarray(g.eos_at)[0])
+    np.testing.assert_allclose(out.cols[i], np.asarray(g.cols)[0], atol=1e-4)
+    np.testing.assert_allclose(out.proj[i], np.asarray(g.proj)[0], atol=1e-4)
+
+
+SETTINGS = [
+    # Sizes that divide nothing: re-run pieces of 2 rows, decode batches of 3 mixing layers.
+    EngineSettings(N_NEW, Sampling(), seed=1, batch_rows=3, prefill_rows=2, exact_batches=True),
+    EngineSettings(N_NEW, Sampling(1.3, top_k=6, min_new_tokens=2), seed=4, eos_id=EOS),
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=["greedy_small_batches", "topk_min_new"])
+def test_steered_rows_equal_single_generate_calls(settings):
+    m = _model()
+    cfg = m.config
+    ids, mask = _prompts(cfg.d_vocab)
+    rng = np.random.default_rng(1)
+    rows = Rows(
+        start_layer=np.array([2, 0, 2, 1, 0, 2, 1], np.int32),
+        prompt_idx=np.array([0, 1, 3, 2, 0, 1, 3]),
+        add_vec=(4 * rng.standard_normal((7, cfg.d_model))).astype(np.float32),
+    )
+    readout = Readout(np.arange(0, cfg.d_vocab, 11), rng.standard_normal((2, cfg.d_model)))
+    base, out = run_rows(cfg, m.params, ids, mask, rows, settings, readout)
+    for p in range(len(ids)):
+        _assert_row(base, p, _one(cfg, m.params, ids, mask, p, settings, readout))
+    for i, (layer, p) in enumerate(zip(rows.start_layer, rows.prompt_idx, strict=True)):
+        add = np.zeros((cfg.n_layers, cfg.d_model), np.float32)
+        add[layer] = rows.add_vec[i]
+        edits = Edits(resid_add=jnp.asarray(add))
+        _assert_row(out, i, _one(cfg, m.params, ids, mask, p, settings, readout, edits=edits))
+    # The edits did something (else the equality above proves little).
+    assert (out.tokens != base.tokens[rows.prompt_idx]).any()
+
+
+def test_patched_rows_equal_generate_with_prompt_edits():
+    """A row patching resid_pre[L] at prompt positions equals `generate` with the same patch as
+    a prompt-only edit (the generated tokens see it through the cache only)."""
+    m = _model()
+    cfg = m.config
+    ids, mask = _prompts(cfg.d_vocab)
+    rng = np.random.default_rng(2)
+    n, width = 5, ids.shape[1]
+    pmask = np.zeros((n, width), np.float32)
+    pmask[:, -1] = 1.0  # the last prompt token
+    pmask[2, -3:] = 1.0
+    rows = Rows(
+        start_layer=np.array([1, 2, 0, 1, 2], np.int32),
+        prompt_idx=np.array([0, 3, 1, 2, 1]),
+        add_vec=np.zeros((n, cfg.d_model), np.float32),
+        patch_site="resid_pre",
+        patch_val=(8 * rng.standard_normal((n, width, cfg.d_model))).astype(np.float32),
+        patch_mask=pmask,
+    )
+    settings = EngineSettings(N_NEW, batch_rows=4, prefill_rows=2, exact_batches=True)
+    readout = Readout(np.arange(0, cfg.d_vocab, 7), None)
+    base, out = run_rows(cfg, m.params, ids, mask, rows, settings, readout)
+    for i, (layer, p) in enumerate(zip(rows.start_layer, rows.prompt_idx, strict=True)):
+        val = np.zeros((cfg.n_layers, 1, width, cfg.d_model), np.float32)
+        at = np.zeros((cfg.n_layers, 1, width), np.float32)
+        val[layer, 0], at[layer, 0] = rows.patch_val[i], pmask[i]
+        edits = Edits(resid_patch=jnp.asarray(val), resid_patch_mask=jnp.asarray(at))
+        g = _one(cfg, m.params, ids, mask, p, settings, readout, prompt_edits=edits)
+        np.testing.assert_array_equal(out.tokens[i], np.asarray(g.tokens)[0])
+        np.testing.assert_allclose(out.cols[i], np.asarray(g.cols)[0], atol=1e-4)
+    assert out.proj is None and base.proj is None
+    assert (out.tokens != base.tokens[rows.prompt_idx]).any()
+
+
+def test_batch_sizes_even_out_the_calls():
+    rows = Rows(np.repeat(np.array([0, 2], np.int32), 20), np.zeros(40, np.int64), np.zeros(40))
+    # 45 rows in calls of <= 16: 3 calls of 15; 20 rows per layer in calls of <= 8: 3 of 7.
+    assert batch_sizes(5, rows, EngineSettings(batch_rows=16, prefill_rows=8)) == (15, 7)
+    exact = EngineSettings(batch_rows=16, prefill_rows=32, exact_batches=True)
+    assert batch_sizes(5, rows, exact) == (16, 16)
+
+
+def test_bad_inputs():
+    m = _model()
+    ids, mask = _prompts(m.config.d_vocab)
+    mask[2] = False
+    rows = Rows(np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros((1, m.config.d_model)))
+    with pytest.raises(ValueError, match="no tokens"):
+        run_rows(m.config, m.params, ids, mask, rows)
+    with pytest.raises(ValueError, match="window_step"):
+        EngineSettings(window_step=0)

@@ -1,0 +1,165 @@
+"""Helpers the tests share: planted models and prompts (phase 7), the phase-script check.
+
+Tests import these from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tokenizers import Tokenizer, pre_tokenizers
+from tokenizers import models as tok_models
+from transformers import PreTrainedTokenizerFast
+
+import models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def three_layer_config(family: str) -> dict:
+    """Tiny config with 3 layers (so there are middle layers); GPT-Neo's last layer is local."""
+    extra = {
+        "gpt2": {"n_layer": 3},
+        "gpt_neox": {"num_hidden_layers": 3},
+        "gpt_neo": {"num_layers": 3, "attention_types": [[["global", "local", "local"], 1]]},
+    }[family]
+    return models.tiny_hf_config(family, **extra)
+
+
+def ragged_batch(seed: int, vocab: int = 512):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, (3, 7)).astype(np.int32)
+    mask = np.ones((3, 7), bool)
+    mask[1, 5:] = False
+    mask[2, 3:] = False
+    return jnp.asarray(ids), jnp.asarray(mask)
+
+
+PLANTED = (1, 2)  # (layer, head) made to write the gratitude direction
+
+
+TRIGGER = {"gratitude": 7, "anger": 8, "apology": 9}
+
+
+WORDS = {"gratitude": (20, 21, 22), "anger": (30, 31, 32), "apology": (40, 41, 42)}
+
+
+def planted_model(seed: int = 0, gain: float = 1.0, planted=(PLANTED,), neuron=None):
+    """A tiny random GPT-2 whose `planted` heads write `gain` x the gratitude direction in
+    proportion to how many gratitude triggers (token 7) they attend to (uniform attention).
+
+    The gratitude direction is the logit-difference direction of the gratitude words, so both
+    measures see the head. `neuron` (layer, index): an MLP neuron that fires on the trigger token
+    itself and writes the gratitude direction too. Returns (model, vectors)."""
+    m = models.random_model(three_layer_config("gpt2"), seed=seed)
+    cfg = m.config
+    p = jax.tree_util.tree_map(np.array, m.params)
+    W_E = p["embed"]["W_E"]
+    ids = np.concatenate([WORDS[e] for e in WORDS])
+    w = np.where(np.isin(ids, WORDS["gratitude"]), 1 / 3, -1 / 6)
+    v = W_E[ids].T @ w
+    v /= np.linalg.norm(v)
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal(cfg.d_model)
+    u -= (u @ v) * v
+    u /= np.linalg.norm(u)
+    W_pos = p["embed"]["W_pos"]
+    W_E -= np.outer(W_E @ u, u)  # only the trigger carries u: a clean signal for the head
+    W_pos -= np.outer(W_pos @ u, u)
+    b = p["blocks"]
+    for group, name in (("attn", "W_O"), ("attn", "b_O"), ("mlp", "W_out"), ("mlp", "b_out")):
+        w0 = b[group][name][0]  # layer 0 must not write u either
+        w0 -= (w0 @ u)[..., None] * u
+    W_E[TRIGGER["gratitude"]] = 2.0 * u  # after ln1 the trigger token is ~ sqrt(d) u
+    a = p["blocks"]["attn"]
+    for layer, head in planted:
+        for name in ("W_Q", "W_K", "W_V"):
+            a[name][layer, :, head] = 0.0
+        for name in ("b_Q", "b_K", "b_V"):
+            a[name][layer, head] = 0.0
+        a["W_V"][layer, :, head, 0] = u  # z_0 = mean over the prefix of ln1(x) . u
+        a["W_O"][layer, head] = 0.0
+        a["W_O"][layer, head, 0] = gain * v / np.sqrt(cfg.d_model)
+    if neuron is not None:
+        layer, i = neuron
+        mlp = p["blocks"]["mlp"]
+        mlp["W_in"][layer, :, i] = 0.5 * u  # ln2(x) . u ~ 8 on the trigger, ~0 elsewhere
+        mlp["b_in"][layer, i] = -0.5
+        mlp["W_out"][layer, i] = gain * v / np.sqrt(cfg.d_model)
+    params = jax.tree_util.tree_map(jnp.asarray, p)
+    vectors = {"gratitude": np.tile(v, (cfg.n_layers + 1, 1)).astype(np.float32)}
+    for e in ("anger", "apology"):
+        vectors[e] = rng.standard_normal((cfg.n_layers + 1, cfg.d_model)).astype(np.float32)
+    return dataclasses.replace(m, params=params, tokenizer=word_tokenizer()), vectors
+
+
+def word_tokenizer(vocab: int = 512):
+    """Token "w<i>" is id i (ids 0 and 1 are "<unk>" and "<bos>", so no special token is the
+    prefix of a word): prompts can name exact ids."""
+    words = {f"w{i}": i for i in range(2, vocab)} | {"<unk>": 0, "<bos>": 1}
+    tok = Tokenizer(tok_models.WordLevel(words, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<bos>")
+
+
+def planted_prompts(n: int = 6, seed: int = 0, trigger_last: bool = False):
+    """Emotional prompts carry their trigger at a middle position (or last); neutral ones carry
+    none."""
+    rng = np.random.default_rng(seed)
+    filler = lambda k: [f"w{i}" for i in rng.integers(100, 500, k)]  # noqa: E731
+    emo = {}
+    for e, t in TRIGGER.items():
+        tail = lambda: [] if trigger_last else filler(int(rng.integers(2, 5)))  # noqa: E731
+        emo[e] = [" ".join(filler(2) + [f"w{t}"] + tail()) for _ in range(n)]
+    neutral = [" ".join(filler(int(rng.integers(4, 8)))) for _ in range(n)]
+    return emo, neutral
+
+
+def check_script(tmp_path, script, phase):
+    """Run the script with a stub `jaxcirc.study` (the lead's orchestrator): it must pass the
+    phase name, config and workdir through, and turn a ValueError into exit status 2."""
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(
+        "import ml_collections\n\ndef get_config(arg=None):\n"
+        "    return ml_collections.ConfigDict({'name': arg or 'stub'})\n"
+    )
+    stub = textwrap.dedent(
+        f"""
+        import json, sys, types, runpy
+        calls = []
+        def run_phase(phase, cfg, workdir):
+            if cfg.name == 'fail':
+                raise ValueError('bad thing; fix it')
+            calls.append([phase, cfg.name, workdir])
+            print('CALLS', json.dumps(calls))
+            return workdir
+        mod = types.ModuleType('jaxcirc.study'); mod.run_phase = run_phase
+        import jaxcirc; jaxcirc.study = mod; sys.modules['jaxcirc.study'] = mod
+        sys.argv = [{str(ROOT / "scripts" / script)!r}] + sys.argv[1:]
+        runpy.run_path(sys.argv[0], run_name='__main__')
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-c", stub, f"--config={cfg}", f"--workdir={tmp_path / 'w'}"]
+    ok = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert f'CALLS [["{phase}", "stub", "{tmp_path / "w"}"]]' in ok.stdout
+    assert str(tmp_path / "w") in ok.stdout.splitlines()[-1]
+    bad = subprocess.run(
+        args[:3] + [f"--config={cfg}:fail", f"--workdir={tmp_path / 'w'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "bad thing; fix it" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
