@@ -55,6 +55,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.cross_model.relative_depth = 0.5  # steer at this fraction of each model's depth
     c.cross_model.alphas = [-4.0, -2.0, 2.0, 4.0]  # in units of the target layer's residual norm
     c.cross_model.ridge = 1.0  # ridge strength of the map fit on neutral token activations
+    # Share of the neutral prompts held out (by prompt) to score the map: its held-out R^2, with
+    # the null of maps refit on n_perm whole-prompt shuffled pairings (central `level` band).
+    c.cross_model.test_fraction = 0.25
+    c.cross_model.n_perm = 100
+    c.cross_model.level = 0.95
     c.cross_model.n_random_seeds = 10  # random directions of equal norm (control)
     c.cross_model.seed = 0
     return c

@@ -5,12 +5,16 @@ Needs the checkpoints: from the hub when it is reachable, else the Hugging Face 
 where it looked, when the weights are not there.
 
     python scripts/run_study.py --config=configs/paper.py --workdir=runs/paper
+    python scripts/run_study.py --config=configs/paper.py:training --workdir=runs/training
+
+`training`: Pythia-160M across 12 of its training checkpoints (jaxcirc.phases.checkpoints).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from configs import sections
 from configs.common import base_config
 
 
@@ -41,6 +45,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             _source("pythia-410m", "EleutherAI/pythia-410m"),
         ]
         c.name = "paper, larger models (GPT-2 medium, Pythia-410M)"
+    elif arg == "training":
+        training(c)
     elif arg:
-        raise ValueError(f"configs/paper.py takes '' or 'larger', not {arg!r}")
+        raise ValueError(f"configs/paper.py takes '', 'larger' or 'training', not {arg!r}")
     return c
+
+
+def training(c):
+    """The study across training checkpoints: Pythia-160M at 12 log-spaced revisions of its 154,
+    loaded like the other models (hub, or the HF cache with HF_HUB_OFFLINE=1)."""
+    c.name = "paper, across training (Pythia-160M, 12 revisions)"
+    c.phases = ["dataset", "checkpoints", "report"]
+    c.models.sources = [_source("pythia-160m", "EleutherAI/pythia-160m", "step143000")]
+    c.checkpoints = sections.checkpoints()
+    # Pythia's revisions: step0, 1, 2, 4, ..., 512, then every 1000 steps to 143000.
+    c.checkpoints.steps = (0, 8, 64, 512, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 143000)
+    c.checkpoints.prepend_bos = c.get_ref("prepend_bos")

@@ -20,7 +20,11 @@ def vectors() -> ml_collections.ConfigDict:
     c.centres = ("raw", "neutral", "grand")
     # Label permutations for the cosine null (class sizes kept).
     c.n_perm = 1000
-    # Central band of every null (0.95: 2.5th..97.5th percentiles).
+    # Prompt-bootstrap resamples (each class resampled within itself) for the CI of every cosine
+    # and probe accuracy, the share of resamples picking each layer as the probe's best, and
+    # the token-vs-sentence-end probe comparison (which also draws this many sign flips).
+    c.n_boot = 1000
+    # Central band of every null and CI (0.95: 2.5th..97.5th percentiles).
     c.level = 0.95
     # Probe: stratified folds, label permutations for its null, LDA shrinkage, which per-prompt
     # features ("sentence_end": last token; "span_mean": mean over the span tokens).
@@ -52,8 +56,27 @@ def alignment() -> ml_collections.ConfigDict:
     # module docstring). The first gets the full report; each further one repeats the
     # shuffled-pairing null (n_perm refits, Procrustes included) for its linear row.
     c.ridges_rel = (0.0, 0.1)
-    # Shuffled-pairing / CKA / random-subspace null samples per figure.
+    # Shuffled-pairing / CKA / random-subspace null samples per figure. Shuffled pairings move
+    # whole prompts (a prompt's tokens go together, to the same positions of a prompt of the same
+    # length), never single token rows.
     c.n_perm = 100
+    # Whole-prompt bootstrap resamples for the CI of every subspace overlap (raw, after the
+    # linear map at the first ridge, after Procrustes) and of the difference from the
+    # random-init control: bases and maps refit per resample. Cost per resample, layer pair and
+    # B side (B and each random-init copy): one Gram eigendecomposition and one d x d SVD, about
+    # 0.4 s at d = 768 on one thread (the study's 10 pairings x 13 layers: ~1.5 h at 100), 5 ms
+    # at the demo's d = 128.
+    c.n_boot = 100
+    # Random-init control: the number of randomly initialised copies of each model (same
+    # architecture and tokenizer, fed the same prompts) whose activations the study extracts
+    # and passes in alignment's Inputs.controls; 0 = no control. Every alignment figure is
+    # then also computed with model B replaced by each copy: a map between two networks that
+    # read the same tokens beats a shuffled pairing whatever they learnt, so only a figure above
+    # the random-init copy's says the TRAINED model shares structure. One copy gives one value
+    # (p cannot go below 1/2); the prompt bootstrap gives a CI of the difference.
+    c.random_init_draws = 1
+    # Seed of the first random-init copy (copy j uses random_init_seed + j).
+    c.random_init_seed = 12345
     # Central band of every null.
     c.level = 0.95
     # Share of neutral prompts held out (by prompt) for the held-out R^2.
@@ -86,6 +109,38 @@ def steering() -> ml_collections.ConfigDict:
     # per layer, isotropic Gaussian in d_model, unit-normalised.
     c.n_random_seeds = 10
     c.random_seed = 1000
+    # Random directions for the next-token verdicts (logit differences at the last prompt token):
+    # these need no generation, so each of the directions past the n_random_seeds generated ones
+    # costs one forward pass per (layer, alpha, prompt) instead of a generation, and p can reach
+    # 1 / (n_random_internal + 1) = 0.01 (text verdicts stop at 1 / (n_random_seeds + 1)).
+    c.n_random_internal = 99
+    # Control vectors handed to the phase (a second control, e.g. label-shuffled class-mean
+    # differences; see jaxcirc.phases.steering.ControlVectors): how many of them are also
+    # generated for the text verdicts (each costs as much as an emotion vector); all of them serve
+    # the next-token verdicts by forward passes.
+    c.n_control_text = 10
+    # Coherence of each generated cell (jaxcirc.core.coherence), against the unsteered
+    # continuations of the same prompts: a cell is "repetitive" when the mean share of repeated
+    # token n-grams (n = repetition_n) rose by more than coherence_repetition_rise (0.2: a
+    # 10-token sentence said twice adds ~0.45), else "degraded" when the unsteered model's mean
+    # loss on the continuation rose by more than coherence_loss_rise nats per token (1.0: tokens
+    # e ~ 2.7 times less likely to the unsteered model, on average, than its own continuations),
+    # else "coherent". Verdicts choose among coherent cells only.
+    c.repetition_n = 2
+    c.coherence_repetition_rise = 0.2
+    c.coherence_loss_rise = 1.0
+    # The loss costs a forward pass of prompt + continuation per distinct generated row (about a
+    # third of the generation's own cost): it is scored on the first coherence_prompts prompts of
+    # every cell (0 = all; repetition is always scored on all). A cell's mean over 20 prompts
+    # sits within ~0.1-0.2 nats of the mean over all on the demo, against a threshold of 1.0.
+    c.coherence_prompts = 20
+    # Rows (prompt + continuation) per forward call of that loss: memory is about loss_rows *
+    # max_new_tokens * d_vocab * 4 bytes for the log-probabilities (GPT-2: 64 rows x 20 tokens
+    # = 257 MB) plus the activations.
+    c.loss_rows = 64
+    # Significance level of every verdict (steering and patching): "beyond_control" when p is at
+    # most this; a p at its floor 1 / (n + 1) above it reads "beyond_all_draws" (too few draws).
+    c.verdict_level = 0.05
     # Generation: new tokens per prompt; temperature 0 = greedy; top_k 0 = no cut; sample_seed
     # makes each prompt's draws (the same draws in every cell: paired comparisons).
     c.max_new_tokens = 20
@@ -118,6 +173,9 @@ def steering() -> ml_collections.ConfigDict:
     c.patch_sites = ("resid_pre", "attn_out", "mlp_out")
     c.patch_positions = "last"
     c.patch_layers = ()
+    # Patching verdict: the layer of largest |source - control| against the same maximum after
+    # this many random sign flips of each target's difference (p floor 1 / (n + 1) = 0.001).
+    c.patch_n_flip = 999
     return c
 
 
@@ -145,8 +203,12 @@ def heads() -> ml_collections.ConfigDict:
     c.strategy = "map"
     # Rows (heads x kinds) per chunk for strategy "map".
     c.chunk = 4
-    # Random unit directions scored like an emotion vector: each head's projection null band.
-    c.n_random = 16
+    # Random unit directions scored like an emotion vector: each head's projection null band,
+    # and the max over heads of each direction's scores: the family-wise null a top-k list is
+    # read against (p = (1 + #)/(1 + n_random): 99 lets p reach 0.01). Attribution pulls back
+    # one backward pass per direction (2 + n_random in all), `grad_chunk` at a time.
+    c.n_random = 99
+    c.grad_chunk = 16
     # Heads listed per (method, measure, kind, emotion) in top_k.json (most supportive and most
     # suppressive).
     c.top_k = 10
@@ -180,10 +242,19 @@ def heads_circuits() -> ml_collections.ConfigDict:
     c.k_max = 4
     # Beam width (1 = greedy).
     c.beam = 1
-    # Candidates: the best n heads of the exact single-head screen (all heads if 0).
+    # Selection-aware: each prompt set is split in two halves (seeded); candidates and the
+    # search see one, every reported effect (joint, sum of singles, interaction) is measured
+    # on the other. Candidates: the n heads of largest single effect on the search half (all
+    # heads if 0).
     c.n_candidates = 24
-    # Random head sets per k for the control band.
-    c.n_random_sets = 32
+    # The control: the same search (candidates, beam, held-out scoring) for this many null
+    # targets (random unit directions for the projection, random-word logit differences for
+    # logit_diff), searched together; p = (1 + #null >= observed) / (1 + n_null) (99: p can
+    # reach 0.01). Costs up to one head sweep per distinct set kept by the null searches at
+    # each step (they share sweeps where they keep the same set).
+    c.n_null = 99
+    # Head sets per forward when found sets are scored on the held-out half.
+    c.set_chunk = 32
     # Bootstrap resamples over prompts, CI level, and the seed of everything random.
     c.n_boot = 2000
     c.level = 0.95
@@ -207,8 +278,16 @@ def heads_neurons() -> ml_collections.ConfigDict:
     # Measure for the exact shortlist and the tables: "projection" or "logit_diff" (both are
     # scored by direct and attribution).
     c.measure = "projection"
-    # Neurons per emotion whose exact removal effect is computed (best by attribution).
+    # Neurons per emotion whose exact removal effect is computed: the n_exact best by
+    # attribution (the shortlist) and n_exact drawn at random from the layer range (seeded):
+    # attribution's agreement with the exact effect is reported on both.
     c.n_exact = 32
+    # Random unit directions scored like an emotion vector (direct and attribution): the max
+    # over all neurons of the range on each is the family-wise null of the top lists
+    # (p = (1 + #)/(1 + n_random)). Attribution pulls back one backward pass per direction,
+    # `grad_chunk` at a time.
+    c.n_random = 99
+    c.grad_chunk = 8
     # Neurons listed per (method, measure, kind, emotion) in neurons_top.csv.
     c.top_k = 20
     # Rows per chunk for the exact sweep (neurons x prompts are folded into the batch in chunks).
@@ -234,7 +313,9 @@ def heads_generation() -> ml_collections.ConfigDict:
     c.kinds = ("zero", "mean")
     # Named head sets always run, as "name": [[layer, head], ...] (the study's case: L0H0).
     c.named_sets = {"L0H0": ((0, 0),)}
-    # Also run the screen's best 1..top_k heads per emotion (exact, projection, mean-ablation).
+    # Also run the screen's best 1..top_k heads per emotion (exact, projection, mean-ablation),
+    # chosen on one half of the emotion's prompts (seeded) and evaluated on the other half;
+    # the named sets run on all prompts.
     c.top_k = 3
     # Continuation length in tokens; 0 temperature = greedy, else sampling with `seed`.
     c.n_new = 20
@@ -242,9 +323,14 @@ def heads_generation() -> ml_collections.ConfigDict:
     # EOS cannot be any of the first min_new_tokens generated tokens (transformers'
     # min_new_tokens); 0 = the model may end at once, leaving no text to score.
     c.min_new_tokens = 0
-    # Random head sets of the same size per edit (the control), and the seed of everything.
-    c.n_control = 3
+    # Random head sets per set size and condition (the control; drawn from the heads outside
+    # the evaluated sets of that size), and the seed of everything. They are generated with the
+    # clean and edited runs in shared batches; their CIs resample prompts and control sets.
+    c.n_control = 20
     c.seed = 0
+    # Rows (head sets x prompts) per generation call: memory is about batch_rows * n_layers *
+    # (prompt + new tokens) * d_model * 8 bytes for the caches.
+    c.batch_rows = 512
     # Bootstrap resamples over prompts and CI level.
     c.n_boot = 2000
     c.level = 0.95
@@ -254,4 +340,59 @@ def heads_generation() -> ml_collections.ConfigDict:
     c.model_label = ""
     # Generated texts kept per condition in samples.json.
     c.n_samples = 3
+    return c
+
+
+def checkpoints() -> ml_collections.ConfigDict:
+    """The study across training checkpoints (jaxcirc.phases.checkpoints): the representation
+    analyses on every checkpoint of one model, and when the emotion structure forms."""
+    c = ml_collections.ConfigDict()
+    # Training steps of the checkpoints, ascending; the last is the final model every step is
+    # compared with. Stand-ins: the trainer keeps these steps (0 = the random init; the last must
+    # be models.train.steps for the final model). Checkpoints: the hub revisions below.
+    c.steps = (0, 8, 16, 32, 64, 128, 240)
+    # A step's hub revision (checkpoint models): Pythia names them "step0" ... "step143000".
+    c.revision = "step{step}"
+    # Cache converted params per revision in ~/.cache/jaxcirc/params (12 revisions of
+    # Pythia-160M would add ~8 GB); off: convert each from the HF cache when loaded.
+    c.param_cache = False
+    # Analyses (jaxcirc.phases.checkpoints.ANALYSES): probe accuracy per layer and step, cosines
+    # of the neutral-centred emotion vectors, overlap of each step's emotion subspace with the
+    # final one's, neutral-fit maps between consecutive steps, each emotion's onset step.
+    c.analyses = ("probe", "cosines", "overlap", "maps", "onset")
+    # Per-prompt features the probe reads: "sentence_end" (last real token), "span_mean" (mean
+    # over the span tokens; each prompt weighs the same).
+    c.probe_features = ("sentence_end", "span_mean")
+    # The feature the vectors, subspaces, maps and onsets are built from (one of the above).
+    c.vector_feature = "sentence_end"
+    # Probe: stratified folds, label permutations for its null, LDA shrinkage.
+    c.probe_folds = 5
+    c.probe_n_perm = 100
+    c.probe_shrinkage = "ledoit_wolf"
+    # Label permutations (cosine, overlap and onset nulls) and shuffled pairings (map null); one
+    # permutation serves every step, so family-wise thresholds are over steps and layers.
+    c.n_perm = 200
+    # Bootstrap resamples of the prompts (within each class) for the onset step's CI.
+    c.n_boot = 1000
+    # Dimension of each step's emotion subspace (PCA of the four class means' differences; 1-3).
+    c.subspace_k = 3
+    # Neutral-fit maps between consecutive steps: relative ridge (ridge = ridge_rel * mean
+    # eigenvalue of the inputs' scatter) and the share of neutral prompts held out for R^2. The
+    # maps fit fewer prompts than dimensions (52 sentence ends in d_model 128 on the demo), where
+    # a small ridge interpolates: on the demo's Pythia stand-in, last layer, ridge_rel 0.1 gave
+    # held-out R^2 down to -3.2, 1.0 gave -1.7 to 0.36 (measured 2026-11-30).
+    c.map_ridge_rel = 1.0
+    c.map_test_fraction = 0.25
+    # The layer the curves show (-1 = the last, resid_post); the CSVs hold every layer.
+    c.focus_layer = -1
+    # Central band of every null, family-wise level of every threshold, and the CI's coverage.
+    c.level = 0.95
+    # About this many prompts' tokens per forward pass (packed rows, as the extraction phase).
+    c.batch_size = 32
+    # Prepend the tokenizer's BOS (study configs tie it to their prepend_bos).
+    c.prepend_bos = False
+    # Write the PNG figures (off: CSV/NPZ/JSON only, for quick runs and tests).
+    c.plots = True
+    # Seed of every permutation, fold split, held-out split and bootstrap.
+    c.seed = 0
     return c

@@ -94,7 +94,7 @@ def _vectors(cfg) -> None:
     _subset(cfg, "vectors", "methods", _VECTOR_METHODS)
     _subset(cfg, "vectors", "centres", _CENTRES)
     _subset(cfg, "vectors", "probe_features", ("sentence_end", "span_mean"))
-    for name, low in (("n_perm", 1), ("probe_folds", 2), ("probe_n_perm", 1)):
+    for name, low in (("n_perm", 1), ("probe_folds", 2), ("probe_n_perm", 1), ("n_boot", 10)):
         _int_at_least(cfg, "vectors", name, low)
     if not 1 <= cfg.vectors.subspace_k <= len(EMOTIONAL):
         _fail("vectors.subspace_k", cfg.vectors.subspace_k, "use 1, 2 or 3")
@@ -112,7 +112,10 @@ def _alignment(cfg) -> None:
     if not 0 < a.test_fraction < 1:
         _fail("alignment.test_fraction", a.test_fraction, "use a share between 0 and 1")
     _int_at_least(cfg, "alignment", "n_perm", 1)
+    _int_at_least(cfg, "alignment", "n_boot", 10)
     _int_at_least(cfg, "alignment", "layer_stride", 1)
+    _int_at_least(cfg, "alignment", "random_init_draws", 0)
+    _int_at_least(cfg, "alignment", "random_init_seed", 0)
     _level(cfg, "alignment")
 
 
@@ -134,8 +137,21 @@ def _steering(cfg) -> None:
         ("prefill_rows", 1),
         ("window_step", 1),
         ("top_k", 0),
+        ("n_random_internal", 0),
+        ("n_control_text", 0),
+        ("repetition_n", 1),
+        ("loss_rows", 1),
+        ("coherence_prompts", 0),
+        ("patch_n_flip", 1),
     ):
         _int_at_least(cfg, "steering", name, low)
+    for name in ("coherence_repetition_rise", "coherence_loss_rise"):
+        v = s[name]
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            _fail(f"steering.{name}", v, "use a rise >= 0 over the unsteered continuations")
+    v = s.verdict_level
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1:
+        _fail("steering.verdict_level", v, "use a significance level between 0 and 1, e.g. 0.05")
     if s.temperature < 0:
         _fail("steering.temperature", s.temperature, "use 0 (greedy) or a positive temperature")
     _level(cfg, "steering", "ci_level")
@@ -153,6 +169,7 @@ def _heads(cfg) -> None:
     _one_of(cfg, "heads", "strategy", ("fold", "vmap", "map"))
     for name, low in (("max_len", 1), ("batch_size", 1), ("chunk", 1), ("n_random", 1)):
         _int_at_least(cfg, "heads", name, low)
+    _int_at_least(cfg, "heads", "grad_chunk", 1)
     for name, low in (("top_k", 1), ("n_boot", 1), ("n_perm", 1)):
         _int_at_least(cfg, "heads", name, low)
     _level(cfg, "heads")
@@ -163,23 +180,29 @@ def _heads_extras(cfg) -> None:
         _subset(cfg, "heads_circuits", "modes", ("ablation", "patching"))
         _one_of(cfg, "heads_circuits", "measure", ("projection", "logit_diff"))
         _one_of(cfg, "heads_circuits", "kind", ("zero", "mean"))
-        for name in ("k_max", "beam", "n_random_sets", "n_boot", "chunk"):
+        for name in ("k_max", "beam", "n_boot", "chunk", "set_chunk"):
             _int_at_least(cfg, "heads_circuits", name, 1)
         _int_at_least(cfg, "heads_circuits", "n_candidates", 0)
+        _int_at_least(cfg, "heads_circuits", "n_null", 0)
+        n_c, k = cfg.heads_circuits.n_candidates, cfg.heads_circuits.k_max
+        if 0 < n_c < k:
+            _fail("heads_circuits.n_candidates", n_c, f"use 0 (all heads) or >= k_max={k}")
         _level(cfg, "heads_circuits")
     if "heads_neurons" in cfg and cfg.heads_neurons.get("enabled", True):
         lo_hi = tuple(cfg.heads_neurons.layers)
         if len(lo_hi) != 2 or not 0 <= int(lo_hi[0]) < int(lo_hi[1]):
             _fail("heads_neurons.layers", lo_hi, "use [first, last) with 0 <= first < last")
         _subset(cfg, "heads_neurons", "kinds", ("zero", "mean"))
-        for name in ("n_exact", "top_k", "chunk", "n_boot"):
+        for name in ("n_exact", "top_k", "chunk", "n_boot", "grad_chunk"):
             _int_at_least(cfg, "heads_neurons", name, 1)
+        _int_at_least(cfg, "heads_neurons", "n_random", 0)
         _level(cfg, "heads_neurons")
     if "heads_generation" in cfg and cfg.heads_generation.get("enabled", True):
         _subset(cfg, "heads_generation", "modes", ("ablation", "patching"))
         _subset(cfg, "heads_generation", "kinds", ("zero", "mean"))
         for name, low in (("n_new", 1), ("n_control", 1), ("n_boot", 1), ("top_k", 0)):
             _int_at_least(cfg, "heads_generation", name, low)
+        _int_at_least(cfg, "heads_generation", "batch_rows", 1)
         _level(cfg, "heads_generation")
 
 
@@ -192,6 +215,50 @@ def _cross_model(cfg) -> None:
         _fail("cross_model.ridge", c.ridge, "use a ridge strength >= 0")
     _int_at_least(cfg, "cross_model", "max_prompts", 1)
     _int_at_least(cfg, "cross_model", "n_random_seeds", 0)
+    _int_at_least(cfg, "cross_model", "n_perm", 1)
+    if not 0 < c.test_fraction < 1:
+        _fail("cross_model.test_fraction", c.test_fraction, "use a share between 0 and 1")
+    _level(cfg, "cross_model")
+
+
+def _checkpoints(cfg) -> None:
+    """The study across training checkpoints (configs.sections.checkpoints), where configured."""
+    c = cfg.checkpoints
+    steps = list(c.steps)
+    if (
+        len(steps) < 2
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps)
+        or steps != sorted(set(steps))
+    ):
+        _fail("checkpoints.steps", c.steps, "give two or more ascending whole steps >= 0")
+    if (
+        cfg.models.kind == "standin"
+        and "train" in cfg.models
+        and steps[-1] != cfg.models.train.steps
+    ):
+        _fail("checkpoints.steps", c.steps, f"end at models.train.steps={cfg.models.train.steps}")
+    if cfg.models.kind == "checkpoint" and "{step}" not in c.revision:
+        _fail(
+            "checkpoints.revision", c.revision, "write the revision with {step}, e.g. 'step{step}'"
+        )
+    _subset(cfg, "checkpoints", "analyses", ("probe", "cosines", "overlap", "maps", "onset"))
+    _subset(cfg, "checkpoints", "probe_features", ("sentence_end", "span_mean"))
+    _one_of(cfg, "checkpoints", "vector_feature", ("sentence_end", "span_mean"))
+    for name, low in (
+        ("probe_folds", 2),
+        ("probe_n_perm", 1),
+        ("n_perm", 1),
+        ("n_boot", 10),
+        ("batch_size", 1),
+    ):
+        _int_at_least(cfg, "checkpoints", name, low)
+    if not 1 <= c.subspace_k <= len(EMOTIONAL):
+        _fail("checkpoints.subspace_k", c.subspace_k, "use 1, 2 or 3")
+    if c.map_ridge_rel < 0:
+        _fail("checkpoints.map_ridge_rel", c.map_ridge_rel, "use a ridge strength >= 0")
+    if not 0 < c.map_test_fraction < 1:
+        _fail("checkpoints.map_test_fraction", c.map_test_fraction, "use a share between 0 and 1")
+    _level(cfg, "checkpoints")
 
 
 def check(cfg) -> None:
@@ -203,6 +270,8 @@ def check(cfg) -> None:
     _heads(cfg)
     _heads_extras(cfg)
     _cross_model(cfg)
+    if "checkpoints" in cfg:
+        _checkpoints(cfg)
 
 
 def check_layers(cfg, model_label: str, n_layers: int) -> None:

@@ -317,6 +317,49 @@ def _extract(st: Study, ds_hash: str) -> dict[str, str]:
     return hashes
 
 
+def _extract_controls(st: Study, ds_hash: str) -> dict[str, dict[str, str]]:
+    """{label: {stage name: output hash}}: residuals of `alignment.random_init_draws` randomly
+    initialised copies of each model (same architecture and tokenizer, params drawn with seed
+    `alignment.random_init_seed + j`), on the same prompts. The alignment and cross-model
+    phases compare each figure with what such a network, fed the same tokens, gives."""
+    draws = int(st.cfg.alignment.random_init_draws)
+    seed0 = int(st.cfg.alignment.random_init_seed)
+    section = phase_sections(st.cfg, "extract")
+    out = {}
+    for label in model_labels(st.cfg):
+        out[label] = {}
+        for j in range(draws):
+            name = f"extract/{artifacts.slug(label)}__random-init-{seed0 + j}"
+            stage = st.stage(
+                name,
+                "extract",
+                section,
+                ds=ds_hash,
+                label=label,
+                model=st.identity(label),
+                random_init_seed=seed0 + j,
+            )
+
+            def fn(label=label, seed=seed0 + j, out_dir=stage.dir):
+                import models
+
+                m = st.models[label]
+                copy = models.random_model(m.config, seed=seed, tokenizer=m.tokenizer)
+                copy_label = f"{label} random-init {seed}"
+                inputs = extract_phase.Inputs(copy, st.records("prompts"), copy_label)
+                return extract_phase.run(inputs, section, out_dir)
+
+            out[label][name] = st.compute(stage, f"extract: {label}, random-init copy {j}", fn)
+    return out
+
+
+def _control_acts(st: Study, controls: dict[str, dict[str, str]]) -> dict[str, list]:
+    return {
+        label: [Activations.load(st.run.root / name / "activations.npz") for name in stages]
+        for label, stages in controls.items()
+    }
+
+
 def _vectors(st: Study, label: str, h: str) -> str:
     section = phase_sections(st.cfg, "vectors")
     stage = st.stage(f"vectors/{artifacts.slug(label)}", "vectors", section, acts=h)
@@ -327,15 +370,16 @@ def _vectors(st: Study, label: str, h: str) -> str:
     return st.compute(stage, f"vectors: {label}", fn)
 
 
-def _alignment(st: Study, acts_hashes: dict[str, str]) -> str | None:
+def _alignment(st: Study, acts_hashes: dict[str, str], controls: dict) -> str | None:
     if len(acts_hashes) < 2:
         log("alignment: skipped (needs two models)")
         return None
     section = phase_sections(st.cfg, "alignment")
-    stage = st.stage("alignment", "alignment", section, acts=acts_hashes)
+    stage = st.stage("alignment", "alignment", section, acts=acts_hashes, controls=controls)
 
     def fn():
-        inputs = alignment_phase.Inputs({label: st.acts(label) for label in acts_hashes})
+        acts = {label: st.acts(label) for label in acts_hashes}
+        inputs = alignment_phase.Inputs(acts, controls=_control_acts(st, controls))
         return alignment_phase.run(inputs, section, stage.dir)
 
     return st.compute(stage, f"alignment: {len(acts_hashes)} models", fn)
@@ -401,14 +445,22 @@ def _depth(st: Study, label: str) -> int:
     return st.models[label].config.n_layers
 
 
-def _cross_model(st: Study, align_hash: str | None, vec_hashes: dict[str, str]) -> str | None:
+def _cross_model(
+    st: Study, align_hash: str | None, vec_hashes: dict[str, str], controls: dict
+) -> str | None:
     if align_hash is None:
         log("cross_model: skipped (needs the alignment phase)")
         return None
     section = phase_sections(st.cfg, "cross_model")
     idents = {lb: st.identity(lb) for lb in vec_hashes}
     stage = st.stage(
-        "cross_model", "cross_model", section, align=align_hash, vectors=vec_hashes, models=idents
+        "cross_model",
+        "cross_model",
+        section,
+        align=align_hash,
+        vectors=vec_hashes,
+        models=idents,
+        controls=controls,
     )
 
     def fn():
@@ -417,6 +469,7 @@ def _cross_model(st: Study, align_hash: str | None, vec_hashes: dict[str, str]) 
             models=st.models,
             acts={label: st.acts(label) for label in vec_hashes},
             prompts=neutral[: section.cross_model.max_prompts],
+            controls=_control_acts(st, controls),
         )
         return cross_model_phase.run(inputs, section, stage.dir)
 
@@ -426,6 +479,7 @@ def _cross_model(st: Study, align_hash: str | None, vec_hashes: dict[str, str]) 
 
 def _report(st: Study, upstream: dict) -> Path:
     from jaxcirc import report
+    from jaxcirc.report import html
 
     section = phase_sections(st.cfg, "report")
     stage = st.stage("report", "report", section, upstream=upstream)
@@ -433,6 +487,7 @@ def _report(st: Study, upstream: dict) -> Path:
         st.skipped.append("report")
     else:
         path = report.write_report(st.run.root, st.cfg, model_labels(st.cfg))
+        html.write_html(st.run.root, st.cfg, model_labels(st.cfg))
         stage.finish({"report": "report.md"} if path.parent == stage.dir else _listing(stage))
         st.finished.append("report")
     return st.run.root / "report.md"
@@ -518,13 +573,15 @@ def _run(st: Study, wanted: set) -> Path | None:
     cfg = st.cfg
     ds = _dataset(st)
     acts = _extract(st, ds) if wanted - {"dataset"} else {}
+    needs_controls = wanted & {"alignment", "cross_model", "report"} and len(acts) > 1
+    controls = _extract_controls(st, ds) if needs_controls and "alignment" in cfg.phases else {}
     workers = int(cfg.get("workers", 1))
     # Each model's vectors and the alignment read only the activations: independent tasks.
     tasks = {}
     if wanted & {"vectors", "steering", "heads", "cross_model", "report"}:
         tasks = _per_model(st, ("vectors",), {"vectors"}, acts, {"vectors": _vectors})
     if wanted & {"alignment", "cross_model", "report"} and "alignment" in cfg.phases:
-        tasks[("alignment", "")] = functools.partial(_alignment, st, acts)
+        tasks[("alignment", "")] = functools.partial(_alignment, st, acts, controls)
     done = _run_tasks(tasks, workers, st)
     vecs = {label: done[("vectors", label)] for label in acts if ("vectors", label) in done}
     upstream = {"dataset": ds, "extract": acts, "vectors": vecs}
@@ -536,7 +593,7 @@ def _run(st: Study, wanted: set) -> Path | None:
     tasks = _per_model(st, ("steering", "heads"), wanted, vecs, fns)
     if "cross_model" in wanted and "cross_model" in cfg.phases:
         tasks[("cross_model", "")] = functools.partial(
-            _cross_model, st, upstream.get("alignment"), vecs
+            _cross_model, st, upstream.get("alignment"), vecs, controls
         )
     done = _run_tasks(tasks, workers, st)
     for phase in ("steering", "heads"):
@@ -556,7 +613,8 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
     config_check.check_phases(phases or [], "the phases asked for")
     wanted = set(phases or cfg.phases)
     t0 = time.time()
-    run = artifacts.RunDir(workdir)
+    # Absolute, so that every path a phase records is made relative to its file (write_json).
+    run = artifacts.RunDir(Path(workdir).absolute())
     with runlock.hold(run.root):
         artifacts.write_json(run.path("config.json"), cfg.to_dict())
         st = Study(cfg, run)

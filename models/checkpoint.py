@@ -9,6 +9,7 @@ unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -186,6 +187,51 @@ def _read_safetensors_arrays(path: Path) -> dict[str, np.ndarray]:
             for k in f.keys():
                 out[k] = np.asarray(f.get_tensor(k), dtype=np.float32)
     return out
+
+
+class SafetensorsFiles:
+    """The tensors of a safetensors checkpoint (one file, or the shards its index lists) as a
+    tensor source for `models.stream`: `names()`, `shape(name)`, and `read(name, start, stop)`
+    giving rows [start, stop) of the leading axis (all when None) in the stored dtype (bf16 as
+    ml_dtypes' numpy bfloat16). Each read memory-maps the tensor's file only while it copies
+    those rows, so no more of the file stays resident than one read. Headers are read once, at
+    construction; a damaged file raises `CheckpointError` naming it."""
+
+    def __init__(self, files: list[Path]):
+        self.where: dict[str, tuple[Path, tuple[int, ...]]] = {}
+        for f in files:
+            with _safe_open(f) as h:
+                for k in h.keys():
+                    self.where[k] = (f, tuple(h.get_slice(k).get_shape()))
+
+    def names(self) -> list[str]:
+        return list(self.where)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.where[name][1]
+
+    def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
+        path, shape = self.where[name]
+        with _safe_open(path) as h:
+            if start is None:
+                return h.get_tensor(name)
+            return h.get_slice(name)[start:stop]
+
+
+@contextlib.contextmanager
+def _safe_open(path: Path):
+    """`safetensors.safe_open` (numpy; memory-mapped until the block ends) whose errors, at open
+    or while reading, become one-line `CheckpointError`s naming the file. The block should only
+    read: any ValueError raised in it is taken for a damaged file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            yield handle
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: truncated or not a safetensors file ({e}); download it again"
+        ) from None
 
 
 def _read_bin(path: Path) -> dict[str, np.ndarray]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
+
 # Activation names as transformers spells them -> whether the tanh approximation is used.
 # gelu_new, gelu_fast and gelu_pytorch_tanh are all the tanh form (same formula, other code).
 ACTIVATIONS = {
@@ -18,6 +20,26 @@ ACTIVATIONS = {
     "gelu_fast": True,
     "gelu_pytorch_tanh": True,
 }
+
+# Parameter and compute dtypes (`models.load(dtype=...)`): fp32 by default; bf16 and fp16 as the
+# checkpoints ship them. What stays fp32 whatever the dtype is stated in models.contract.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+
+def dtype_name(dtype) -> str:
+    """The canonical name ('float32', 'bfloat16', 'float16') of a dtype given by name ('bf16'
+    too) or as a numpy / jax dtype; ValueError naming the choices for anything else."""
+    name = _DTYPE_ALIASES.get(str(dtype), str(dtype))
+    if name not in DTYPES:
+        try:
+            name = jnp.dtype(dtype).name
+        except TypeError:
+            name = str(dtype)
+    if name not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}; use one of {', '.join(DTYPES)} (or bf16 / fp16 / fp32)")
+    return name
+
 
 # A window this large means "global": every earlier position is visible.
 GLOBAL_WINDOW = 1 << 30

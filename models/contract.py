@@ -11,6 +11,25 @@ Axis names (TransformerLens's): `layer`, `batch`, `pos` (query position), `key` 
   nothing; the forward pass compiles the edit in only when it is present. A sweep is `jax.vmap`
   over a leading axis added to the edit arrays.
 - `Trace` (a pytree) holds what was recorded; fields not asked for are `None`.
+
+Numerics. A model computes in its params' dtype: fp32 by default, bf16 or fp16 when asked
+(`models.load(dtype=...)`, `random_model(dtype=...)`, `forward(dtype=...)`); logits and every
+trace field come out in that dtype, except `pattern`, which is fp32. Whatever the dtype, these
+run in fp32 and are rounded once to the dtype:
+- layer norms: mean and variance, the normalisation, gain and bias;
+- attention: scores, mask and softmax (the probabilities are rounded to the dtype only to weight
+  the values, as transformers does);
+- rotary angles (their cos / sin rounded to the dtype, as transformers rounds them);
+- the GELU (transformers' tanh GELU rounds after each step in bf16; ours is more accurate).
+Matmuls take and give the dtype (accumulating in fp32 on XLA's CPU, GPU and TPU backends). The
+residual stream stays in the dtype, as in transformers for all three families: none of them
+accumulates the residual in fp32. What transformers keeps in fp32 itself: GPT-Neo upcasts q and
+k and scores in fp32; Pythia (GPT-NeoX) takes its softmax in fp32; GPT-2's eager attention stays
+in the dtype (we score in fp32 there too). The KV cache of generation is in the dtype.
+Held to transformers run in the same dtype (tests/models/test_models_dtype.py), on logits and
+every hidden state, with scale = max |fp32 value| and eps = 2**-7 (bf16), 2**-10 (fp16):
+    |ours - hf_dtype| <= 4 * eps * scale
+    |ours - hf_fp32| <= 2 * |hf_dtype - hf_fp32| + eps * scale   (no less accurate than it)
 """
 
 from __future__ import annotations

@@ -62,12 +62,20 @@ def published_names() -> list[str]:
 
 def published_hf_config(name: str) -> dict:
     """config.json dict of a published checkpoint shape ('gpt2', 'pythia-160m', 'gpt-neo-125m',
-    ...), for building random-weight models of the exact published shapes."""
-    key = name.split("/")[-1].lower()
+    hub ids such as 'EleutherAI/pythia-6.9b-deduped' too), for building random-weight models of
+    the exact published shapes."""
+    key = name.split("/")[-1].lower().removesuffix("-deduped")
     for m in FAMILIES.values():
         if key in m.PUBLISHED:
             return m.published_config(key)
     raise ValueError(f"unknown published model {name!r}; known: {', '.join(published_names())}")
+
+
+def with_layers(hf: dict, n_layers: int) -> dict:
+    """config.json dict `hf` cut (or grown) to `n_layers` blocks, every width kept: a
+    reduced-depth model of a published shape, e.g. `with_layers(published_hf_config(
+    "pythia-12b"), 2)`."""
+    return family_for(hf).with_layers(hf, n_layers)
 
 
 def tiny_hf_config(family: str, **overrides) -> dict:

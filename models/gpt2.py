@@ -3,32 +3,41 @@ tanh GELU, unembedding tied to the token embedding."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from models.config import ModelConfig
 from models.convert import (
     COMMON_IGNORED,
     ConversionError,
-    StateReader,
+    Take,
     activation,
     check_config_keys,
+    convert_state,
     first_id,
+    layer_norm,
 )
 
 FAMILY = "gpt2"
 MODEL_TYPES = ("gpt2",)
 
-# Published shapes (config.json of the hub checkpoints), for random-weight models and tests.
+# config.json of the hub checkpoints (openai-community/gpt2, gpt2-medium, gpt2-large, gpt2-xl):
+# every field that sets the architecture. n_inner is null in all four (MLP width 4 * n_embd);
+# the weights ship in fp32. Parameter counts (embeddings once) are checked in
+# tests/models/test_published_configs.py.
 PUBLISHED = {
-    "gpt2": dict(n_layer=12, n_embd=768, n_head=12),
-    "gpt2-medium": dict(n_layer=24, n_embd=1024, n_head=16),
-    "gpt2-large": dict(n_layer=36, n_embd=1280, n_head=20),
-    "gpt2-xl": dict(n_layer=48, n_embd=1600, n_head=25),
+    "gpt2": dict(n_layer=12, n_embd=768, n_head=12),  # 124,439,808 parameters
+    "gpt2-medium": dict(n_layer=24, n_embd=1024, n_head=16),  # 354,823,168
+    "gpt2-large": dict(n_layer=36, n_embd=1280, n_head=20),  # 774,030,080
+    "gpt2-xl": dict(n_layer=48, n_embd=1600, n_head=25),  # 1,557,611,200
 }
 _BASE = dict(
     model_type="gpt2",
     vocab_size=50257,
     n_positions=1024,
+    n_ctx=1024,
+    n_inner=None,
     activation_function="gelu_new",
     layer_norm_epsilon=1e-5,
     bos_token_id=50256,
@@ -49,12 +58,25 @@ _HANDLED = {
     "reorder_and_upcast_attn",
     "add_cross_attention",
 }
-_IGNORED = COMMON_IGNORED | {"resid_pdrop", "embd_pdrop", "attn_pdrop"}
+# n_special / predict_special_tokens: left in gpt2-medium's config.json by OpenAI GPT's config
+# class; GPT-2's code never reads them.
+_IGNORED = COMMON_IGNORED | {
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "n_special",
+    "predict_special_tokens",
+}
 
 
 def published_config(name: str) -> dict:
     """The HF config.json dict of a published GPT-2 size."""
     return {**_BASE, **PUBLISHED[name]}
+
+
+def with_layers(hf: dict, n_layers: int) -> dict:
+    """`hf` with `n_layers` blocks and every other setting kept (reduced-depth tests)."""
+    return {**hf, "n_layer": n_layers}
 
 
 def config_from_hf(hf: dict, name: str = "", strict: bool = True) -> ModelConfig:
@@ -87,49 +109,50 @@ def config_from_hf(hf: dict, name: str = "", strict: bool = True) -> ModelConfig
     )
 
 
+# Checkpoint names start with these (stripped before the plan's names); tensors that are not
+# parameters: causal-mask buffers, and lm_head (tied: the token embedding).
+PREFIXES = ("transformer.",)
+SKIP = (r"h\.\d+\.attn\.(masked_)?bias", r"lm_head\.weight")
+
+
+def plan(cfg: ModelConfig, has=None) -> list[Take]:
+    """Every checkpoint tensor and the params it fills (`models.convert.Take`). Conv1D weights
+    are stored [in, out]: rows run along d_model (c_attn, c_fc) or the heads' (head, d_head)
+    (attn c_proj) or d_mlp (mlp c_proj)."""
+    d, h, e, m = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
+    attn = lambda w: ("blocks", "attn", w)
+    mlp = lambda w: ("blocks", "mlp", w)
+
+    def qkv(a):  # [rows, 3 * d_model] -> three [rows, head, d_head]
+        a = a.reshape(a.shape[0], 3, h, e)
+        return a[:, 0], a[:, 1], a[:, 2]
+
+    return [
+        Take("wte.weight", (cfg.d_vocab, d), (("embed", "W_E"),), axis=0),
+        Take("wpe.weight", (cfg.n_ctx, d), (("embed", "W_pos"),), axis=0),
+        *layer_norm("h.{}.ln_1", "blocks/ln1", d),
+        Take(
+            "h.{}.attn.c_attn.weight", (d, 3 * d), (attn("W_Q"), attn("W_K"), attn("W_V")), qkv, 0
+        ),
+        Take(
+            "h.{}.attn.c_attn.bias",
+            (3 * d,),
+            (attn("b_Q"), attn("b_K"), attn("b_V")),
+            lambda a: tuple(a.reshape(3, h, e)),
+        ),
+        Take(
+            "h.{}.attn.c_proj.weight", (d, d), (attn("W_O"),), lambda a: a.reshape(-1, e, d), 0, e
+        ),
+        Take("h.{}.attn.c_proj.bias", (d,), (attn("b_O"),)),
+        *layer_norm("h.{}.ln_2", "blocks/ln2", d),
+        Take("h.{}.mlp.c_fc.weight", (d, m), (mlp("W_in"),), axis=0),
+        Take("h.{}.mlp.c_fc.bias", (m,), (mlp("b_in"),)),
+        Take("h.{}.mlp.c_proj.weight", (m, d), (mlp("W_out"),), axis=0),
+        Take("h.{}.mlp.c_proj.bias", (d,), (mlp("b_out"),)),
+        *layer_norm("ln_f", "ln_final", d),
+    ]
+
+
 def convert(state: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
-    """HF state dict (numpy) -> jaxcirc params (numpy, layers stacked)."""
-    d, h, e, m, n = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.n_layers
-    r = StateReader(
-        state, ("transformer.",), skip=(r"h\.\d+\.attn\.(masked_)?bias", r"lm_head\.weight")
-    )
-    qkv_w = r.take_layers("h.{}.attn.c_attn.weight", n, (d, 3 * d), lambda a: a.reshape(d, 3, h, e))
-    qkv_b = r.take_layers("h.{}.attn.c_attn.bias", n, (3 * d,), lambda a: a.reshape(3, h, e))
-    blocks = {
-        "ln1": {
-            "scale": r.take_layers("h.{}.ln_1.weight", n, (d,)),
-            "bias": r.take_layers("h.{}.ln_1.bias", n, (d,)),
-        },
-        "attn": {
-            "W_Q": qkv_w[:, :, 0],
-            "W_K": qkv_w[:, :, 1],
-            "W_V": qkv_w[:, :, 2],
-            "b_Q": qkv_b[:, 0],
-            "b_K": qkv_b[:, 1],
-            "b_V": qkv_b[:, 2],
-            "W_O": r.take_layers(
-                "h.{}.attn.c_proj.weight", n, (d, d), lambda a: a.reshape(h, e, d)
-            ),
-            "b_O": r.take_layers("h.{}.attn.c_proj.bias", n, (d,)),
-        },
-        "ln2": {
-            "scale": r.take_layers("h.{}.ln_2.weight", n, (d,)),
-            "bias": r.take_layers("h.{}.ln_2.bias", n, (d,)),
-        },
-        "mlp": {
-            "W_in": r.take_layers("h.{}.mlp.c_fc.weight", n, (d, m)),
-            "b_in": r.take_layers("h.{}.mlp.c_fc.bias", n, (m,)),
-            "W_out": r.take_layers("h.{}.mlp.c_proj.weight", n, (m, d)),
-            "b_out": r.take_layers("h.{}.mlp.c_proj.bias", n, (d,)),
-        },
-    }
-    params = {
-        "embed": {
-            "W_E": r.take("wte.weight", (cfg.d_vocab, d)),
-            "W_pos": r.take("wpe.weight", (cfg.n_ctx, d)),
-        },
-        "blocks": blocks,
-        "ln_final": {"scale": r.take("ln_f.weight", (d,)), "bias": r.take("ln_f.bias", (d,))},
-    }
-    r.finish()
-    return params
+    """HF state dict (numpy) -> jaxcirc params (numpy fp32, layers stacked)."""
+    return convert_state(state, cfg, sys.modules[__name__])

@@ -4,21 +4,28 @@ positions, tanh GELU, tied unembedding."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from models.config import GLOBAL_WINDOW, ModelConfig
 from models.convert import (
     COMMON_IGNORED,
     ConversionError,
-    StateReader,
+    Take,
     activation,
     check_config_keys,
+    convert_state,
     first_id,
+    layer_norm,
 )
 
 FAMILY = "gpt_neo"
 MODEL_TYPES = ("gpt_neo",)
 
+# config.json of the hub checkpoints (EleutherAI/gpt-neo-125M, -1.3B, -2.7B): every field that
+# sets the architecture. Layers alternate global / local attention (window 256) from layer 0;
+# intermediate_size is null (MLP width 4 * hidden_size); the weights ship in fp32.
 PUBLISHED = {
     "gpt-neo-125m": dict(num_layers=12, hidden_size=768, num_heads=12),
     "gpt-neo-1.3b": dict(num_layers=24, hidden_size=2048, num_heads=16),
@@ -28,6 +35,7 @@ _BASE = dict(
     model_type="gpt_neo",
     vocab_size=50257,
     max_position_embeddings=2048,
+    intermediate_size=None,
     activation_function="gelu_new",
     layer_norm_epsilon=1e-5,
     window_size=256,
@@ -52,9 +60,22 @@ _IGNORED = COMMON_IGNORED | {"attention_dropout", "embed_dropout", "resid_dropou
 
 
 def published_config(name: str) -> dict:
+    """The HF config.json dict of a published GPT-Neo size."""
     p = PUBLISHED[name]
-    n = p["num_layers"]
-    return {**_BASE, **p, "attention_types": [[["global", "local"], n // 2]]}
+    return with_layers({**_BASE, **p}, p["num_layers"])
+
+
+def with_layers(hf: dict, n_layers: int) -> dict:
+    """`hf` with `n_layers` blocks, alternating global / local from layer 0 as published (an
+    even count), every other setting kept. A stale `attention_layers` list is dropped."""
+    if n_layers % 2:
+        raise ValueError(f"gpt_neo layers alternate global/local: n_layers={n_layers} is odd")
+    out = {k: v for k, v in hf.items() if k != "attention_layers"}
+    return {
+        **out,
+        "num_layers": n_layers,
+        "attention_types": [[["global", "local"], n_layers // 2]],
+    }
 
 
 def _layer_types(hf: dict) -> list[str]:
@@ -101,46 +122,48 @@ def config_from_hf(hf: dict, name: str = "", strict: bool = True) -> ModelConfig
     )
 
 
+# Checkpoint names start with this (stripped before the plan's names); tensors that are not
+# parameters: causal-mask buffers, and lm_head (tied: the token embedding).
+PREFIXES = ("transformer.",)
+SKIP = (r"h\.\d+\.attn\.attention\.(masked_)?bias", r"lm_head\.weight")
+
+
+def plan(cfg: ModelConfig, has=None) -> list[Take]:
+    """Every checkpoint tensor and the params it fills (`models.convert.Take`). torch Linear
+    weights are stored [out, in]: q/k/v rows run over the heads' (head, d_head), out_proj and
+    c_proj rows over d_model, c_fc rows over d_mlp."""
+    d, h, e, m = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
+    attn = lambda w: ("blocks", "attn", w)
+    mlp = lambda w: ("blocks", "mlp", w)
+    proj = lambda a: a.T.reshape(
+        d, -1, e
+    )  # [(head, d_head) rows, d_model] -> [d_model, head, d_head]
+    takes = [
+        Take("wte.weight", (cfg.d_vocab, d), (("embed", "W_E"),), axis=0),
+        Take("wpe.weight", (cfg.n_ctx, d), (("embed", "W_pos"),), axis=0),
+        *layer_norm("h.{}.ln_1", "blocks/ln1", d),
+    ]
+    for x in "qkv":
+        key = f"h.{{}}.attn.attention.{x}_proj.weight"
+        takes.append(Take(key, (d, d), (attn(f"W_{x.upper()}"),), fn=proj, axis=1, unit=e))
+    return takes + [
+        Take(
+            "h.{}.attn.attention.out_proj.weight",
+            (d, d),
+            (attn("W_O"),),
+            fn=lambda a: a.T.reshape(h, e, -1),  # rows: d_model out -> W_O [head, d_head, rows]
+            axis=2,
+        ),
+        Take("h.{}.attn.attention.out_proj.bias", (d,), (attn("b_O"),)),
+        *layer_norm("h.{}.ln_2", "blocks/ln2", d),
+        Take("h.{}.mlp.c_fc.weight", (m, d), (mlp("W_in"),), np.transpose, axis=1),
+        Take("h.{}.mlp.c_fc.bias", (m,), (mlp("b_in"),)),
+        Take("h.{}.mlp.c_proj.weight", (d, m), (mlp("W_out"),), np.transpose, axis=1),
+        Take("h.{}.mlp.c_proj.bias", (d,), (mlp("b_out"),)),
+        *layer_norm("ln_f", "ln_final", d),
+    ]
+
+
 def convert(state: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
-    d, h, e, m, n = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.n_layers
-    r = StateReader(
-        state,
-        ("transformer.",),
-        skip=(r"h\.\d+\.attn\.attention\.(masked_)?bias", r"lm_head\.weight"),
-    )
-    qkv = lambda a: a.T.reshape(d, h, e)  # torch Linear [out, in] -> [d_model, head, d_head]
-    attn = {
-        f"W_{x.upper()}": r.take_layers(f"h.{{}}.attn.attention.{x}_proj.weight", n, (d, d), qkv)
-        for x in "qkv"
-    }
-    attn["W_O"] = r.take_layers(
-        "h.{}.attn.attention.out_proj.weight", n, (d, d), lambda a: a.T.reshape(h, e, d)
-    )
-    attn["b_O"] = r.take_layers("h.{}.attn.attention.out_proj.bias", n, (d,))
-    blocks = {
-        "ln1": {
-            "scale": r.take_layers("h.{}.ln_1.weight", n, (d,)),
-            "bias": r.take_layers("h.{}.ln_1.bias", n, (d,)),
-        },
-        "attn": attn,
-        "ln2": {
-            "scale": r.take_layers("h.{}.ln_2.weight", n, (d,)),
-            "bias": r.take_layers("h.{}.ln_2.bias", n, (d,)),
-        },
-        "mlp": {
-            "W_in": r.take_layers("h.{}.mlp.c_fc.weight", n, (m, d), np.transpose),
-            "b_in": r.take_layers("h.{}.mlp.c_fc.bias", n, (m,)),
-            "W_out": r.take_layers("h.{}.mlp.c_proj.weight", n, (d, m), np.transpose),
-            "b_out": r.take_layers("h.{}.mlp.c_proj.bias", n, (d,)),
-        },
-    }
-    params = {
-        "embed": {
-            "W_E": r.take("wte.weight", (cfg.d_vocab, d)),
-            "W_pos": r.take("wpe.weight", (cfg.n_ctx, d)),
-        },
-        "blocks": blocks,
-        "ln_final": {"scale": r.take("ln_f.weight", (d,)), "bias": r.take("ln_f.bias", (d,))},
-    }
-    r.finish()
-    return params
+    """HF state dict (numpy) -> jaxcirc params (numpy fp32, layers stacked)."""
+    return convert_state(state, cfg, sys.modules[__name__])

@@ -4,22 +4,31 @@ exact GELU, untied unembedding (`embed_out`)."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from models.config import ModelConfig
 from models.convert import (
     COMMON_IGNORED,
     ConversionError,
-    StateReader,
+    Take,
     activation,
     check_config_keys,
+    convert_state,
     first_id,
+    layer_norm,
 )
 
 FAMILY = "gpt_neox"
 MODEL_TYPES = ("gpt_neox",)
 
-# (n_layers, d_model, n_heads) of the Pythia suite (config.json of EleutherAI/pythia-*).
+# config.json of the Pythia suite (EleutherAI/pythia-*; the -deduped twins have the same
+# shapes): every field that sets the architecture. intermediate_size is 4 * hidden_size in all;
+# rotary on 25% of each head's dims, base 10000, parallel residual, untied unembedding; the
+# weights ship in fp16. The vocabulary is the tokenizer's 50277 ids padded to a multiple of 128
+# times GPT-NeoX's model-parallel degree, so it grows for 6.9B (50432) and 12B (50688).
+# Parameter counts are the model card's, checked in tests/models/test_published_configs.py.
 PUBLISHED = {
     "pythia-14m": dict(num_hidden_layers=6, hidden_size=128, num_attention_heads=4),
     "pythia-70m": dict(num_hidden_layers=6, hidden_size=512, num_attention_heads=8),
@@ -28,8 +37,12 @@ PUBLISHED = {
     "pythia-1b": dict(num_hidden_layers=16, hidden_size=2048, num_attention_heads=8),
     "pythia-1.4b": dict(num_hidden_layers=24, hidden_size=2048, num_attention_heads=16),
     "pythia-2.8b": dict(num_hidden_layers=32, hidden_size=2560, num_attention_heads=32),
-    "pythia-6.9b": dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32),
-    "pythia-12b": dict(num_hidden_layers=36, hidden_size=5120, num_attention_heads=40),
+    "pythia-6.9b": dict(
+        num_hidden_layers=32, hidden_size=4096, num_attention_heads=32, vocab_size=50432
+    ),
+    "pythia-12b": dict(
+        num_hidden_layers=36, hidden_size=5120, num_attention_heads=40, vocab_size=50688
+    ),
 }
 _BASE = dict(
     model_type="gpt_neox",
@@ -67,8 +80,14 @@ _IGNORED = COMMON_IGNORED | {"attention_dropout", "hidden_dropout"}
 
 
 def published_config(name: str) -> dict:
+    """The HF config.json dict of a published Pythia size."""
     p = PUBLISHED[name]
     return {**_BASE, **p, "intermediate_size": 4 * p["hidden_size"]}
+
+
+def with_layers(hf: dict, n_layers: int) -> dict:
+    """`hf` with `n_layers` blocks and every other setting kept (reduced-depth tests)."""
+    return {**hf, "num_hidden_layers": n_layers}
 
 
 def config_from_hf(hf: dict, name: str = "", strict: bool = True) -> ModelConfig:
@@ -111,61 +130,71 @@ def config_from_hf(hf: dict, name: str = "", strict: bool = True) -> ModelConfig
     )
 
 
-def convert(state: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
-    d, h, e, m, n = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.n_layers
-    r = StateReader(
-        state,
-        ("gpt_neox.",),
-        skip=(r"layers\.\d+\.attention\.(masked_)?bias", r".*rotary_emb\.inv_freq"),
-    )
-    # torch Linear weight [out, in]; out index = head*(3*e) + qkv*e + i.
-    qkv_w = r.take_layers(
-        "layers.{}.attention.query_key_value.weight",
-        n,
-        (3 * d, d),
-        lambda a: a.reshape(h, 3, e, d).transpose(1, 3, 0, 2),  # [3, d_model, head, d_head]
-    )
-    attn = {"W_Q": qkv_w[:, 0], "W_K": qkv_w[:, 1], "W_V": qkv_w[:, 2]}
-    attn["W_O"] = r.take_layers(
-        "layers.{}.attention.dense.weight", n, (d, d), lambda a: a.T.reshape(h, e, d)
-    )
+# Checkpoint names start with this (stripped before the plan's names); tensors that are not
+# parameters: causal-mask buffers and rotary caches.
+PREFIXES = ("gpt_neox.",)
+SKIP = (r"layers\.\d+\.attention\.(masked_)?bias", r".*rotary_emb\.inv_freq")
+
+
+def plan(cfg: ModelConfig, has) -> list[Take]:
+    """Every checkpoint tensor and the params it fills (`models.convert.Take`). torch Linear
+    weights are stored [out, in]; the fused query_key_value's out index is head*(3*e) + qkv*e + i,
+    so its rows run over whole heads in units of 3 * d_head. `has(name)`: whether the checkpoint
+    holds a tensor (the unembedding is `embed_out` in older checkpoints, `lm_head` in
+    transformers 5)."""
+    d, h, e, m = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
+    attn = lambda w: ("blocks", "attn", w)
+    mlp = lambda w: ("blocks", "mlp", w)
+    qkv_dest = (attn("W_Q"), attn("W_K"), attn("W_V"))
+
+    def qkv(a):  # [heads * 3 * e, d_model] -> three [d_model, heads, d_head]
+        w = a.reshape(-1, 3, e, d).transpose(1, 3, 0, 2)
+        return w[0], w[1], w[2]
+
+    def qkv_bias(a):  # [3 * d_model] -> three [head, d_head]
+        return tuple(a.reshape(h, 3, e).transpose(1, 0, 2))
+
+    takes = [
+        Take("embed_in.weight", (cfg.d_vocab, d), (("embed", "W_E"),), axis=0),
+        *layer_norm("layers.{}.input_layernorm", "blocks/ln1", d),
+        Take(
+            "layers.{}.attention.query_key_value.weight",
+            (3 * d, d),
+            qkv_dest,
+            fn=qkv,
+            axis=1,  # heads: rows come 3 * d_head per head
+            unit=3 * e,
+        ),
+        Take(
+            "layers.{}.attention.dense.weight",
+            (d, d),
+            (attn("W_O"),),
+            fn=lambda a: a.T.reshape(h, e, -1),  # rows: d_model out -> W_O [head, d_head, rows]
+            axis=2,
+        ),
+        *layer_norm("layers.{}.post_attention_layernorm", "blocks/ln2", d),
+        Take("layers.{}.mlp.dense_h_to_4h.weight", (m, d), (mlp("W_in"),), np.transpose, axis=1),
+        Take("layers.{}.mlp.dense_h_to_4h.bias", (m,), (mlp("b_in"),)),
+        Take("layers.{}.mlp.dense_4h_to_h.weight", (d, m), (mlp("W_out"),), np.transpose, axis=1),
+        Take("layers.{}.mlp.dense_4h_to_h.bias", (d,), (mlp("b_out"),)),
+        *layer_norm("final_layer_norm", "ln_final", d),
+        # Older checkpoints name the head `embed_out`; transformers 5 names it `lm_head`.
+        Take(
+            "embed_out.weight" if has("embed_out.weight") else "lm_head.weight",
+            (cfg.d_vocab, d),
+            (("unembed", "W_U"),),
+            np.transpose,
+            axis=1,
+        ),
+    ]
     if cfg.qkv_bias:
-        qkv_b = r.take_layers(
-            "layers.{}.attention.query_key_value.bias",
-            n,
-            (3 * d,),
-            lambda a: a.reshape(h, 3, e).transpose(1, 0, 2),
-        )
-        attn.update(b_Q=qkv_b[:, 0], b_K=qkv_b[:, 1], b_V=qkv_b[:, 2])
+        key = "layers.{}.attention.query_key_value.bias"
+        takes.append(Take(key, (3 * d,), (attn("b_Q"), attn("b_K"), attn("b_V")), qkv_bias))
     if cfg.out_bias:
-        attn["b_O"] = r.take_layers("layers.{}.attention.dense.bias", n, (d,))
-    blocks = {
-        "ln1": {
-            "scale": r.take_layers("layers.{}.input_layernorm.weight", n, (d,)),
-            "bias": r.take_layers("layers.{}.input_layernorm.bias", n, (d,)),
-        },
-        "attn": attn,
-        "ln2": {
-            "scale": r.take_layers("layers.{}.post_attention_layernorm.weight", n, (d,)),
-            "bias": r.take_layers("layers.{}.post_attention_layernorm.bias", n, (d,)),
-        },
-        "mlp": {
-            "W_in": r.take_layers("layers.{}.mlp.dense_h_to_4h.weight", n, (m, d), np.transpose),
-            "b_in": r.take_layers("layers.{}.mlp.dense_h_to_4h.bias", n, (m,)),
-            "W_out": r.take_layers("layers.{}.mlp.dense_4h_to_h.weight", n, (d, m), np.transpose),
-            "b_out": r.take_layers("layers.{}.mlp.dense_4h_to_h.bias", n, (d,)),
-        },
-    }
-    # Older checkpoints name the head `embed_out`; transformers 5 names it `lm_head`.
-    head_key = "embed_out.weight" if r.has("embed_out.weight") else "lm_head.weight"
-    params = {
-        "embed": {"W_E": r.take("embed_in.weight", (cfg.d_vocab, d))},
-        "blocks": blocks,
-        "ln_final": {
-            "scale": r.take("final_layer_norm.weight", (d,)),
-            "bias": r.take("final_layer_norm.bias", (d,)),
-        },
-        "unembed": {"W_U": r.take(head_key, (cfg.d_vocab, d)).T},
-    }
-    r.finish()
-    return params
+        takes.append(Take("layers.{}.attention.dense.bias", (d,), (attn("b_O"),)))
+    return takes
+
+
+def convert(state: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
+    """HF state dict (numpy) -> jaxcirc params (numpy fp32, layers stacked)."""
+    return convert_state(state, cfg, sys.modules[__name__])

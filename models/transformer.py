@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.config import ModelConfig
+from models.config import DTYPES, ModelConfig, dtype_name
 from models.contract import LAYER_EDIT_FIELDS, Edits, Record, Trace
 from models.validate import check_shapes, check_tokens
 
@@ -40,7 +40,9 @@ _INIT = nn.initializers.normal(stddev=0.02)
 
 
 def _gelu(x, tanh: bool):
-    return jax.nn.gelu(x, approximate=tanh)
+    """GELU computed in fp32 and rounded once to x's dtype (as torch's kernels do; a no-op cast
+    in fp32)."""
+    return jax.nn.gelu(x.astype(jnp.float32), approximate=tanh).astype(x.dtype)
 
 
 def _mix(x, patch, mask):
@@ -356,6 +358,19 @@ def init_params(cfg: ModelConfig, key: int | jax.Array = 0, std: float = 0.02) -
     return jax.tree_util.tree_map_with_path(draw, param_shapes(cfg))
 
 
+def cast_params(params: Params, dtype) -> Params:
+    """Every leaf in `dtype` ('float32', 'bfloat16', 'float16', or a jnp dtype); leaves already in
+    it are returned as they are. Layer-norm gains and biases are cast too, as transformers'
+    `model.to(dtype)` does: their arithmetic still runs in fp32 (see models.contract)."""
+    dt = DTYPES[dtype_name(dtype)]
+    return jax.tree_util.tree_map(lambda a: a if a.dtype == dt else jnp.asarray(a, dt), params)
+
+
+def params_dtype(params: Params) -> str:
+    """The dtype the model computes in: its token embedding's ('float32', 'bfloat16', ...)."""
+    return dtype_name(params["embed"]["W_E"].dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # Running
 
@@ -554,7 +569,7 @@ def unembed(cfg: ModelConfig, params: Params, x, vocab_ids=None):
     return Unembed(cfg).apply({"params": p}, x, params["embed"]["W_E"], vocab_ids)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "record", "unroll"))
+@functools.partial(jax.jit, static_argnames=("cfg", "record", "unroll", "dtype"))
 def forward(
     cfg: ModelConfig,
     params: Params,
@@ -565,6 +580,7 @@ def forward(
     vocab_ids=None,
     unroll: bool = False,
     segments=None,
+    dtype: str | None = None,
 ):
     """logits, trace = forward(cfg, params, tokens, mask, edits, record).
 
@@ -574,7 +590,13 @@ def forward(
     prompts per row, each a contiguous run of one id > 0, padding 0 at the end; replaces `mask`):
     every prompt gets the positions and attention it would get alone. Returns logits per
     `record.logits` (None for "none") and a `Trace` (shapes in `Record`'s docstring).
+
+    The run computes in the params' dtype (fp32 unless loaded otherwise); `dtype` ('bfloat16',
+    'float16', 'float32'; static) casts the params inside the compiled call first. Logits and
+    trace come out in that dtype, attention `pattern` in fp32 (models.contract: Numerics).
     """
+    if dtype is not None:
+        params = cast_params(params, dtype)
     # Shapes and dtypes only: this body runs at trace time, where ids have no values.
     check_tokens(cfg, tokens)
     check_shapes(cfg, tokens.shape, mask, edits, segments)

@@ -20,7 +20,12 @@ from scripts import cli  # noqa: E402
 
 _BEFORE = flags.DEFINE_string("before", None, "The reference run directory.")
 _AFTER = flags.DEFINE_string("after", None, "The run directory to compare with it.")
-_IGNORE = flags.DEFINE_list("ignore", [], "Relative paths (or prefixes ending in /) to skip.")
+_IGNORE = flags.DEFINE_list(
+    "ignore",
+    ["report.html", "report/report.html", "report/screenshots/", ".lock"],
+    "Relative paths (or prefixes ending in /) to skip: by default the HTML page (it embeds the "
+    "phases' timings, compared in their own files) and the run lock.",
+)
 
 
 def main(argv):

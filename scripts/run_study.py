@@ -39,6 +39,9 @@ _PHASES = flags.DEFINE_list(
 )
 
 
+_OPEN = flags.DEFINE_bool("open", False, "Open report.html in the default browser at the end.")
+
+
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {' '.join(argv[1:])}; pass options as --flag=value")
@@ -48,6 +51,13 @@ def main(argv):
     out = cli.run_or_exit(lambda: study.run_study(cfg, _WORKDIR.value, _PHASES.value))
     if out.name == "report.md":
         print(f"report: {out}")
+        page = out.with_name("report.html")
+        if page.exists():
+            print(f"report page: {page} (one offline file; open it in a browser)")
+            if _OPEN.value:
+                import webbrowser
+
+                webbrowser.open(page.resolve().as_uri())
     else:
         print(f"run directory: {out} (no report asked for)")
 

@@ -13,6 +13,17 @@ held-out R^2, the ridge strength, n/d, and `shuffled_pairing_null` (the same map
 row-shuffled pairings, which destroys the prompt correspondence and keeps everything else) beside
 every overlap figure.
 
+Nulls permute WHOLE PROMPTS, never single rows: with per-token rows, the tokens of one prompt
+are not exchangeable with another prompt's (they share its context and positions), so
+`prompt_permutations` sends every row of a prompt to the row at the same position of another
+prompt with as many rows (prompts are permuted among those of equal length; a prompt alone in
+its length moves nowhere, which only makes the null harder to beat). With one row per prompt this
+is the plain row permutation. Such a null still cannot tell a network that has learnt something
+from any network fed the same tokens (a randomly initialised one included): both encode the
+tokens, so any true pairing beats a shuffled one. That needs a random-init control:
+`figures` of the same rows with model B replaced by a random-init copy of it (the phase's
+`controls`).
+
 "Angle improvement" (the study reports +0.84..0.87 beside an overlap ~0.99 after mapping and a
 raw overlap 0.13-0.15, i.e. 0.99 - 0.14) is taken here as the INCREASE IN MEAN cos^2 of the
 principal angles, overlap_after - overlap_before (`AngleChange.delta_cos2`). The decrease of the
@@ -28,14 +39,22 @@ import warnings
 
 import numpy as np
 
-from jaxcirc.core.stats import NullBand, permutation_pvalue, summarise_null, to_jsonable
+from jaxcirc.core.stats import (
+    NullBand,
+    permutation_pvalue,
+    stratified_counts,
+    summarise_null,
+    to_jsonable,
+)
 from jaxcirc.core.subspace import (
+    difference_basis,
     orthonormalise,
     overlap,
     principal_angles,
     random_overlap_expectation,
     random_overlap_null,
 )
+from jaxcirc.core.vectors import weighted_class_means
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,12 +224,50 @@ def linear_cka(xa, xb) -> float:
     return float(np.sum(ka * kb) / denom)
 
 
-def _cka_null_samples(xa, xb, n_perm: int, seed: int, chunk: int = 64) -> np.ndarray:
+def prompt_permutations(groups, n_perm: int, seed: int) -> np.ndarray:
+    """Row permutations `[n_perm, r]` that move whole prompts: groups `[r]` names the prompt of
+    each row (a prompt's rows in position order); every row of prompt i goes to the row at the
+    same position of prompt pi(i), pi permuting the prompts with the same number of rows.
+
+    With one row per prompt (groups all distinct) this is a plain row permutation, drawn exactly
+    as `rng.permuted(arange(r))` would draw it.
+    """
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or n_perm < 1:
+        raise ValueError(
+            f"groups/n_perm: need [rows] and n_perm >= 1, got {groups.shape}, {n_perm}"
+        )
+    order = np.argsort(groups, kind="stable")  # rows grouped by prompt, positions kept in order
+    _, starts, sizes = np.unique(groups[order], return_index=True, return_counts=True)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_perm, groups.size), dtype=np.int64)
+    for size in np.unique(sizes):
+        heads = starts[sizes == size]  # the prompts with `size` rows
+        rows = order[heads[:, None] + np.arange(size)]  # [m, size]
+        pi = rng.permuted(np.broadcast_to(np.arange(heads.size), (n_perm, heads.size)), axis=1)
+        out[:, rows] = rows[pi]  # [P, m, size]
+    return out
+
+
+def permutation_design(groups) -> dict:
+    """What `prompt_permutations` can move: {"unit", "prompts", "strata" (distinct row counts),
+    "fixed_prompts" (alone in their stratum, never moved)}."""
+    groups = np.asarray(groups)
+    _, sizes = np.unique(groups, return_counts=True)
+    _, per_size = np.unique(sizes, return_counts=True)
+    return {
+        "unit": "whole prompt" if sizes.max(initial=1) > 1 else "prompt (one row each)",
+        "prompts": int(sizes.size),
+        "strata": int(per_size.size),
+        "fixed_prompts": int(np.sum(per_size == 1)),
+    }
+
+
+def _cka_null_samples(xa, xb, n_perm: int, seed: int, chunk: int = 64, groups=None) -> np.ndarray:
     ka, kb = _centred_grams(xa, xb)
     denom = np.linalg.norm(ka) * np.linalg.norm(kb)
     n = ka.shape[0]
-    rng = np.random.default_rng(seed)
-    perms = rng.permuted(np.broadcast_to(np.arange(n), (n_perm, n)), axis=1)
+    perms = prompt_permutations(np.arange(n) if groups is None else groups, n_perm, seed)
     out = []
     for start in range(0, n_perm, chunk):
         p = perms[start : start + chunk]
@@ -220,15 +277,16 @@ def _cka_null_samples(xa, xb, n_perm: int, seed: int, chunk: int = 64) -> np.nda
 
 
 def cka_permutation_null(
-    xa, xb, n_perm: int = 1000, seed: int = 0, level: float = 0.95
+    xa, xb, n_perm: int = 1000, seed: int = 0, level: float = 0.95, groups=None
 ) -> NullBand:
     """Linear CKA with the rows of XB permuted (pairing destroyed): NullBand of n_perm samples.
+    groups `[n]` (the prompt of each row): whole prompts move (`prompt_permutations`).
 
     For independent data CKA is not near 0 but near this null, which grows with d/n.
     """
     if n_perm < 1:
         raise ValueError(f"n_perm: {n_perm} < 1")
-    samples = _cka_null_samples(xa, xb, n_perm, seed)
+    samples = _cka_null_samples(xa, xb, n_perm, seed, groups=groups)
     return summarise_null(samples, seed=seed, level=level, what="linear CKA, rows of B permuted")
 
 
@@ -247,8 +305,10 @@ def _batched_r2(pred_c, xbt_c, sst) -> np.ndarray:
     return 1.0 - np.sum((xbt_c - pred_c) ** 2, axis=(-2, -1)) / sst
 
 
-def _shuffled_samples(xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settings, perms, chunk):
-    """Per-permutation overlap and held-out R^2 of the linear and Procrustes maps, `[P]` each."""
+def _shuffled_samples(
+    xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settings, perms, chunk, procrustes=True
+):
+    """Per-permutation overlap and held-out R^2 of the linear (and Procrustes) maps, `[P]` each."""
     ridge, procrustes_scale = settings.ridge, settings.procrustes_scale
     ma, mb = xa_fit.mean(axis=0), xb_fit.mean(axis=0)
     xac, xbc = xa_fit - ma, xb_fit - mb
@@ -261,11 +321,15 @@ def _shuffled_samples(xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settin
     c_lin = op.T @ qa  # [n, k]
     e_lin = xat @ op  # [t, n]
     xa_norm2 = np.sum(xac**2)
-    out = {"overlap_linear": [], "r2_linear": [], "overlap_procrustes": [], "r2_procrustes": []}
+    out = {"overlap_linear": [], "r2_linear": []}
+    if procrustes:
+        out |= {"overlap_procrustes": [], "r2_procrustes": []}
     for start in range(0, perms.shape[0], chunk):
         xbp = xbc[perms[start : start + chunk]]  # [c, n, dB]
         out["overlap_linear"].append(_batched_overlap(xbp.swapaxes(-1, -2) @ c_lin, qb))
         out["r2_linear"].append(_batched_r2(e_lin @ xbp, xbt, sst))
+        if not procrustes:
+            continue
         u, sv, vt = np.linalg.svd(xac.T @ xbp, full_matrices=False)
         rot = u @ vt  # [c, dA, dB]
         s = sv.sum(axis=-1) / xa_norm2 if procrustes_scale else np.ones(sv.shape[0])  # [c]
@@ -273,6 +337,64 @@ def _shuffled_samples(xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settin
         pred = s[:, None, None] * (xat @ rot)
         out["r2_procrustes"].append(_batched_r2(pred, xbt, sst))
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def shuffled_pairing_samples(
+    xa_fit,
+    xb_fit,
+    xa_test,
+    xb_test,
+    basis_a,
+    basis_b,
+    settings: AlignSettings = AlignSettings(),
+    groups=None,
+    procrustes: bool = True,
+) -> dict[str, np.ndarray]:
+    """The maps refit on shuffled pairings, settings.n_perm times: {"overlap_linear",
+    "r2_linear"[, "overlap_procrustes", "r2_procrustes"]} -> samples `[n_perm]`.
+
+    groups `[n]` names the prompt of each fit row: whole prompts are permuted
+    (`prompt_permutations`); None = one row per prompt. The permutations depend only on
+    (groups, n_perm, seed), so calls at different layers with the same rows draw the same ones
+    and their samples can be averaged over layers draw by draw. Vectorised: the SVD of XA_fit
+    is shared by every permutation of the linear fit, which then costs O(n d k) per
+    permutation; the Procrustes refit needs one dA x dB SVD per permutation (about 0.25 s at
+    d=768 on one CPU thread), which dominates the cost.
+    """
+    xa_fit, xb_fit = _pair(xa_fit, xb_fit, "xa_fit, xb_fit")
+    xa_test, xb_test = _pair(xa_test, xb_test, "xa_test, xb_test")
+    if settings.n_perm < 1:
+        raise ValueError(f"n_perm: {settings.n_perm} < 1")
+    n = xa_fit.shape[0]
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups: need one prompt id per fit row, [{n}], got {groups.shape}")
+    perms = prompt_permutations(groups, settings.n_perm, settings.seed)
+    return _shuffled_samples(
+        xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settings, perms, 16, procrustes
+    )
+
+
+def linear_r2_null_samples(
+    xa_fit, xb_fit, xa_test, xb_test, settings: AlignSettings = AlignSettings(), groups=None
+) -> np.ndarray:
+    """Held-out R^2 `[n_perm]` of the linear map (ridge settings.ridge) refit on whole-prompt
+    shuffled pairings (`prompt_permutations` of groups `[n]`; None = one row per prompt): the
+    null of `r2(fit_linear(...), xa_test, xb_test)` with no basis to compare."""
+    xa_fit, xb_fit = _pair(xa_fit, xb_fit, "xa_fit, xb_fit")
+    xa_test, xb_test = _pair(xa_test, xb_test, "xa_test, xb_test")
+    n = xa_fit.shape[0]
+    perms = prompt_permutations(
+        np.arange(n) if groups is None else groups, settings.n_perm, settings.seed
+    )
+    ma, mb = xa_fit.mean(axis=0), xb_fit.mean(axis=0)
+    e_lin = (xa_test - ma) @ _ridge_operator(xa_fit - ma, settings.ridge)  # [t, n]
+    xbc, xbt = xb_fit - mb, xb_test - mb
+    sst = np.sum((xb_test - xb_test.mean(axis=0)) ** 2)
+    out = [
+        _batched_r2(e_lin @ xbc[p], xbt, sst) for p in np.array_split(perms, -(-len(perms) // 16))
+    ]
+    return np.concatenate(out)
 
 
 def shuffled_pairing_null(
@@ -283,34 +405,23 @@ def shuffled_pairing_null(
     basis_a,
     basis_b,
     settings: AlignSettings = AlignSettings(),
-    chunk: int = 16,
+    groups=None,
 ) -> dict[str, NullBand]:
-    """Refit the maps on row-shuffled pairings (rows of XB_fit permuted), settings.n_perm times.
-
-    Returns NullBands for "overlap_linear", "r2_linear", "overlap_procrustes", "r2_procrustes":
-    what mapped-subspace overlap and held-out R^2 look like when the map has learned no prompt
-    correspondence, with this n, d, ridge and these bases. Vectorised: the SVD of XA_fit is
-    shared by every permutation of the linear fit, which then costs O(n d k) per permutation;
-    the Procrustes refit needs one dA x dB SVD per permutation (about 0.25 s at d=768 on one
-    CPU thread), which dominates the cost.
-    """
-    xa_fit, xb_fit = _pair(xa_fit, xb_fit, "xa_fit, xb_fit")
-    xa_test, xb_test = _pair(xa_test, xb_test, "xa_test, xb_test")
-    n_perm, seed = settings.n_perm, settings.seed
-    if n_perm < 1:
-        raise ValueError(f"n_perm: {n_perm} < 1")
-    rng = np.random.default_rng(seed)
-    n = xa_fit.shape[0]
-    perms = rng.permuted(np.broadcast_to(np.arange(n), (n_perm, n)), axis=1)
-    samples = _shuffled_samples(
-        xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settings, perms, chunk
+    """NullBands of `shuffled_pairing_samples` for "overlap_linear", "r2_linear",
+    "overlap_procrustes", "r2_procrustes": what mapped-subspace overlap and held-out R^2 look
+    like when the map has learned no prompt correspondence, with this n, d, ridge and these
+    bases."""
+    seed = settings.seed
+    samples = shuffled_pairing_samples(
+        xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settings, groups
     )
+    unit = "whole prompts" if groups is not None else "rows"
     return {
         k: summarise_null(
             v,
             seed=seed,
             level=settings.level,
-            what=f"{k}, shuffled pairing, ridge={settings.ridge}",
+            what=f"{k}, shuffled pairing ({unit} permuted), ridge={settings.ridge}",
         )
         for k, v in samples.items()
     }
@@ -327,7 +438,10 @@ class AlignmentReport:
 
     overlap_raw compares the bases in raw coordinates (None when dA != dB); its null is the
     random-subspace expectation/band. Mapped overlaps and held-out R^2 come with the
-    shuffled-pairing null; cka_fit (on the fit rows) with its row-permutation null and p-value.
+    shuffled-pairing null; cka_fit (on the fit rows) with its permutation null and p-value; both
+    permute whole prompts (`null_design`: `permutation_design` of the fit rows' prompts).
+    null_samples: {"overlap_linear", "r2_linear", "overlap_procrustes", "r2_procrustes",
+    "cka_fit"} -> `[n_perm]` draws (the same permutations at every layer with the same rows).
     delta_cos2_* = overlap after mapping - overlap_raw (the study's "angle improvement", see the
     module docstring). n_over_d = n_fit / dA.
     """
@@ -364,6 +478,8 @@ class AlignmentReport:
     cka_fit_null: NullBand
     cka_fit_pvalue: float
     warnings: list[str]
+    null_design: dict = dataclasses.field(default_factory=dict)
+    null_samples: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(to_jsonable(self))
@@ -398,17 +514,19 @@ def _raw_coordinates(lin: LinearMap, pro: LinearMap, qa, qb) -> dict:
     }
 
 
-def _cka_fields(xa_fit, xb_fit, s: AlignSettings) -> dict:
-    """AlignmentReport's linear CKA on the fit rows, with its row-permutation null."""
-    cka_samples = _cka_null_samples(xa_fit, xb_fit, s.n_perm, s.seed)
+def _cka_fields(xa_fit, xb_fit, s: AlignSettings, groups) -> tuple[dict, np.ndarray]:
+    """AlignmentReport's linear CKA on the fit rows with its whole-prompt permutation null, and
+    the null's samples `[n_perm]`."""
+    cka_samples = _cka_null_samples(xa_fit, xb_fit, s.n_perm, s.seed, groups=groups)
     cka = linear_cka(xa_fit, xb_fit)
-    return {
+    fields = {
         "cka_fit": cka,
         "cka_fit_null": summarise_null(
-            cka_samples, s.seed, s.level, "linear CKA on fit rows, B permuted"
+            cka_samples, s.seed, s.level, "linear CKA on fit rows, whole prompts of B permuted"
         ),
         "cka_fit_pvalue": float(permutation_pvalue(cka, cka_samples)),
     }
+    return fields, cka_samples
 
 
 def _caveats(n: int, da: int, overlaps: dict[str, float], nulls: dict[str, NullBand]) -> list[str]:
@@ -429,12 +547,63 @@ def _caveats(n: int, da: int, overlaps: dict[str, float], nulls: dict[str, NullB
     return notes
 
 
-def align(
+def figures(
     xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b, settings: AlignSettings = AlignSettings()
+) -> dict[str, float | None]:
+    """The point figures of `align` without any null: {"overlap_raw" (None when dA != dB),
+    "overlap_linear", "overlap_procrustes", "r2_test_linear", "r2_test_procrustes",
+    "cka_fit"}. What a random-init control is read with: the same rows and bases, another B."""
+    xa_fit, xb_fit, xa_test, xb_test, qa, qb = _checked_rows(
+        xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b
+    )
+    lin = fit_linear(xa_fit, xb_fit, settings.ridge)
+    pro = fit_procrustes(xa_fit, xb_fit, settings.procrustes_scale)
+    return {
+        "overlap_raw": overlap(qa, qb) if lin.dA == lin.dB else None,
+        "overlap_linear": mapped_subspace_overlap(lin, qa, qb),
+        "overlap_procrustes": mapped_subspace_overlap(pro, qa, qb),
+        "r2_test_linear": r2(lin, xa_test, xb_test),
+        "r2_test_procrustes": r2(pro, xa_test, xb_test),
+        "cka_fit": linear_cka(xa_fit, xb_fit),
+    }
+
+
+def _sizes(n: int, n_test: int, dims, ks, s: AlignSettings) -> dict:
+    """AlignmentReport's sizes and settings, and the random-subspace baseline of the overlap."""
+    (da, db), (ka, kb) = dims, ks
+    return {
+        "n_fit": n,
+        "n_test": n_test,
+        "dA": da,
+        "dB": db,
+        "k_a": ka,
+        "k_b": kb,
+        "n_over_d": n / da,
+        "ridge": float(s.ridge),
+        "n_perm": s.n_perm,
+        "seed": s.seed,
+        "level": s.level,
+        "overlap_random_expectation": random_overlap_expectation(ka, db, kb),
+        "overlap_random_null": (
+            random_overlap_null(ka, db, s.n_perm, s.seed, s.level) if ka == kb else None
+        ),
+    }
+
+
+def align(
+    xa_fit,
+    xb_fit,
+    xa_test,
+    xb_test,
+    basis_a,
+    basis_b,
+    settings: AlignSettings = AlignSettings(),
+    groups=None,
 ) -> AlignmentReport:
     """Fit linear and Procrustes maps A -> B on the fit rows `[n, dA]` / `[n, dB]`, evaluate on
     the test rows, compare span(basis_a) `[dA, k_a]` with span(basis_b) `[dB, k_b]` before/after,
-    with all nulls (`settings`: ridge, n_perm, seed, level, Procrustes scaling).
+    with all nulls (`settings`: ridge, n_perm, seed, level, Procrustes scaling). groups `[n]`:
+    the prompt of each fit row, so the nulls permute whole prompts (None: one row per prompt).
 
     Emits (warnings.warn) and records a warning when n_fit <= dA (the centred map can interpolate
     the fit data) and when a mapped overlap does not exceed its null band.
@@ -444,33 +613,21 @@ def align(
         xa_fit, xb_fit, xa_test, xb_test, basis_a, basis_b
     )
     n, da = xa_fit.shape
-    db = xb_fit.shape[1]
-    ka, kb = qa.shape[1], qb.shape[1]
+    groups = np.arange(n) if groups is None else np.asarray(groups)
     lin = fit_linear(xa_fit, xb_fit, s.ridge)
     pro = fit_procrustes(xa_fit, xb_fit, s.procrustes_scale)
-    nulls = shuffled_pairing_null(xa_fit, xb_fit, xa_test, xb_test, qa, qb, s, 16)
+    samples = shuffled_pairing_samples(xa_fit, xb_fit, xa_test, xb_test, qa, qb, s, groups)
+    what = f"shuffled pairing (whole prompts permuted), ridge={s.ridge}"
+    nulls = {k: summarise_null(v, s.seed, s.level, f"{k}, {what}") for k, v in samples.items()}
     ov_lin = mapped_subspace_overlap(lin, qa, qb)
     ov_pro = mapped_subspace_overlap(pro, qa, qb)
     notes = _caveats(n, da, {"linear": ov_lin, "procrustes": ov_pro}, nulls)
-    raw, cka = _raw_coordinates(lin, pro, qa, qb), _cka_fields(xa_fit, xb_fit, s)
+    raw = _raw_coordinates(lin, pro, qa, qb)
+    cka, cka_samples = _cka_fields(xa_fit, xb_fit, s, groups)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return AlignmentReport(
-        n_fit=n,
-        n_test=xa_test.shape[0],
-        dA=da,
-        dB=db,
-        k_a=ka,
-        k_b=kb,
-        n_over_d=n / da,
-        ridge=float(s.ridge),
-        n_perm=s.n_perm,
-        seed=s.seed,
-        level=s.level,
-        overlap_random_expectation=random_overlap_expectation(ka, db, kb),
-        overlap_random_null=(
-            random_overlap_null(ka, db, s.n_perm, s.seed, s.level) if ka == kb else None
-        ),
+        **_sizes(n, xa_test.shape[0], (da, xb_fit.shape[1]), (qa.shape[1], qb.shape[1]), s),
         overlap_linear=ov_lin,
         overlap_linear_null=nulls["overlap_linear"],
         overlap_procrustes=ov_pro,
@@ -482,6 +639,118 @@ def align(
         r2_test_procrustes_null=nulls["r2_procrustes"],
         procrustes_scale=pro.scale,
         warnings=notes,
+        null_design=permutation_design(groups),
+        null_samples={**samples, "cka_fit": cka_samples},
         **raw,
         **cka,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-prompt bootstrap of the overlaps
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BootSide:
+    """One model at one layer, for `bootstrap_overlaps`: its fit rows `[r, d]` (paired row for
+    row with the other side's) and, per prompt of the whole set, the sums `[n, d]` and counts
+    `[n]` whose class means define its emotion basis (`vectors.prompt_sums`)."""
+
+    rows: np.ndarray
+    sums: np.ndarray
+    counts: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class BootData:
+    """Inputs of `bootstrap_overlaps` at one layer pair: the class `[n]` of every prompt, the
+    prompt (index into labels) of every fit row `[r]`, model A, and one or more B sides (B
+    itself first, then e.g. its random-init controls), all on the same prompts; k: basis
+    dimension (at most; fewer where a resample's class means span fewer); ridge_rel: the linear
+    map's ridge relative to ||X_A,c||_F^2 / d_A, recomputed per resample."""
+
+    labels: np.ndarray
+    row_prompt: np.ndarray
+    a: BootSide
+    bs: list[BootSide]
+    k: int
+    ridge_rel: float
+
+
+def _weighted_centred(x, w):
+    """sqrt(w) * (x - weighted mean) for rows x `[r, d]`, weights w `[r]` > 0."""
+    mean = (w @ x) / w.sum()
+    return np.sqrt(w)[:, None] * (x - mean)
+
+
+def _ridge_apply(xac, ridge: float, q) -> np.ndarray:
+    """op^T q `[r, k]` for op = `_ridge_operator(xac, ridge)` `[dA, r]` and q `[dA, k]`, from the
+    eigendecomposition of the smaller Gram matrix (XAc^T XAc or XAc XAc^T) instead of an SVD of
+    XAc: about 3x cheaper, and the bootstrap calls it once per resample. With ridge = 0 the
+    pseudo-inverse keeps eigenvalues above max(shape) * eps * the largest (singular values above
+    ~1e-7 of the largest, where the SVD keeps ~1e-13): a difference only in directions the fit
+    rows barely span."""
+    r, d = xac.shape
+    wide = r < d
+    lam, v = np.linalg.eigh(xac @ xac.T if wide else xac.T @ xac)
+    if ridge > 0:
+        f = 1.0 / (lam + ridge)
+    else:
+        keep = lam > max(r, d) * np.finfo(np.float64).eps * lam.max(initial=0.0)
+        f = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
+    # op = (XAc^T XAc + ridge)^+ XAc^T = XAc^T (XAc XAc^T + ridge)^+
+    if wide:
+        return (v * f) @ (v.T @ (xac @ q))
+    return xac @ ((v * f) @ (v.T @ q))
+
+
+def _one_resample(data: BootData, counts) -> np.ndarray:
+    """`[n_sides, 3]` (raw, linear, Procrustes overlap) for prompt counts `[n]`."""
+    n_cls = int(data.labels.max()) + 1
+    w = counts[data.row_prompt]
+    keep = w > 0
+    xac = _weighted_centred(data.a.rows[keep], w[keep])
+    ridge = data.ridge_rel * float(np.sum(xac**2)) / xac.shape[1]
+
+    def basis(side):
+        means = weighted_class_means(
+            side.sums[None], side.counts, data.labels, counts[None], n_cls
+        )[0, 0]
+        return difference_basis(means, data.k)
+
+    qa = basis(data.a)
+    c_lin = _ridge_apply(xac, ridge, qa)  # op^T qa, [r', k]
+    out = np.full((len(data.bs), 3), np.nan)
+    for j, side in enumerate(data.bs):
+        qb = basis(side)
+        if qa.shape[1] == 0 or qb.shape[1] == 0:
+            continue
+        xbc = _weighted_centred(side.rows[keep], w[keep])
+        if qa.shape[0] == qb.shape[0]:
+            out[j, 0] = overlap(qa, qb)
+        out[j, 1] = overlap(orthonormalise(xbc.T @ c_lin), qb)
+        u, _, vt = np.linalg.svd(xac.T @ xbc, full_matrices=False)
+        out[j, 2] = overlap(orthonormalise((u @ vt).T @ qa), qb)
+    return out
+
+
+def bootstrap_overlaps(data: BootData, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Subspace overlaps over whole-prompt bootstrap resamples: {"overlap_raw",
+    "overlap_linear", "overlap_procrustes"} -> `[n_boot, n_sides]` (NaN where undefined: raw
+    when dA != dB, or a resample whose class means do not differ).
+
+    Each resample draws the prompts of every class with replacement within the class
+    (`stats.stratified_counts`, the same draws for every side and, given the same labels and
+    seed, at every layer): a drawn prompt weighs its count in the class means that define both
+    bases and, with all its rows, in the fit of both maps (linear ridge, Procrustes), which are
+    refit. The held-out prompts are not used. Costs one SVD of the fit rows and one dA x dB
+    SVD per side per resample.
+    """
+    counts = stratified_counts(data.labels, n_boot, seed)
+    vals = np.stack([_one_resample(data, c) for c in counts])  # [B, sides, 3]
+    return {
+        "overlap_raw": vals[..., 0],
+        "overlap_linear": vals[..., 1],
+        "overlap_procrustes": vals[..., 2],
+    }

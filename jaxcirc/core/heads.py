@@ -23,6 +23,9 @@ Measures, read at each prompt's last real token after the last block (before the
 Control: the projection onto `n_random` random unit directions (seeded), scored the same way on
 all emotional prompts, gives each head's null band: a head that writes a large norm in every
 direction scores high on any direction, so a projection score only counts outside its band.
+A top-k list picks the largest of L x H scores, so each head is also compared with the BEST
+head's score on each random direction (`family_max_null`: family-wise p over all heads,
+smallest possible p = 1/(1 + n_random)). The logit difference has no such null (None).
 
 The exact sweep ("branch sweep") never recomputes what cannot change: the clean run records
 every block's input, attention output and per-head z once; removing head (l, h) changes nothing
@@ -53,7 +56,7 @@ import numpy as np
 from scipy import stats as sps
 
 from jaxcirc.core.measures import WordIds, unit
-from jaxcirc.core.stats import bootstrap_ci, summarise_null
+from jaxcirc.core.stats import bootstrap_ci, permutation_pvalue, summarise_null
 from models import (
     Context,
     Edits,
@@ -461,8 +464,30 @@ def direct_scores(cfg: ModelConfig, params, tokens, mask, z_ref, readout: Readou
     return proj, ld, rand
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def attribution_scores(cfg: ModelConfig, params, tokens, mask, z_mean, readout, emotion_index):
+def vjp_columns(vjp, out, chunk: int, reduce=None):
+    """The pullback `vjp` of every output column of `out [batch, C]`: a pytree like `vjp`'s
+    result with a leading axis C. Columns run `chunk` at a time (vmap inside `lax.map`): the
+    backward pass's intermediates exist `chunk` times at once, not C times (C = 2 + R columns
+    with R ~ 100 random directions would hold ~100 backward passes of GPT-2 in memory).
+    reduce: applied to each chunk's pullbacks (leading axis `chunk`) before they are stacked,
+    so only what it keeps is held for every column."""
+    C = out.shape[1]
+    c = max(1, min(chunk, C))
+    n = -(-C // c)
+    eye = jnp.eye(n * c, C, dtype=out.dtype)  # padded rows: zero cotangents, trimmed below
+
+    def block(cols):  # [c, C] -> pullbacks of c columns
+        g = jax.vmap(lambda col: vjp(jnp.broadcast_to(col, out.shape)))(cols)
+        return g if reduce is None else reduce(g)
+
+    res = jax.lax.map(block, eye.reshape(n, c, C))
+    return jax.tree_util.tree_map(lambda a: a.reshape((n * c,) + a.shape[2:])[:C], res)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "grad_chunk"))
+def attribution_scores(
+    cfg: ModelConfig, params, tokens, mask, z_mean, readout, emotion_index, grad_chunk: int = 16
+):
     """Attribution patching of every head from one forward and one backward pass, per prompt.
 
     z_mean `[layer, head, d_head]`: the "mean" kind's reference; emotion_index `[batch]`: which
@@ -473,7 +498,7 @@ def attribution_scores(cfg: ModelConfig, params, tokens, mask, z_mean, readout, 
     How both kinds come from one pass: z is replaced by `z + m (z_mean - z)` and then scaled by
     `s`; at m = 0, s = 1 the run is the clean one, d/dm = grad . (z_mean - z) per position and
     d/ds = grad . z per prompt and head. The backward pass runs once per output column
-    (2 measures + R random directions), batched.
+    (2 measures + R random directions), `grad_chunk` columns at a time (`vjp_columns`).
     """
     B, P = tokens.shape
     L, H = cfg.n_layers, cfg.n_heads
@@ -491,8 +516,7 @@ def attribution_scores(cfg: ModelConfig, params, tokens, mask, z_mean, readout, 
     m0 = jnp.zeros((L, B, P, H), jnp.float32)
     s0 = jnp.ones((L, B, H), jnp.float32)
     out, vjp = jax.vjp(run, m0, s0)
-    eye = jnp.eye(out.shape[1], dtype=out.dtype)
-    gm, gs = jax.vmap(lambda c: vjp(jnp.broadcast_to(c, out.shape)))(eye)  # per output column
+    gm, gs = vjp_columns(vjp, out, grad_chunk)  # per output column
     # gm [C, L, B, P, H] = grad.(z_mean - z): the support of "mean" is minus that. gs [C, L, B, H]
     mean_k = -gm.sum(axis=3).transpose(0, 1, 3, 2)  # [C, L, H, B]
     zero_k = gs.transpose(0, 1, 3, 2)
@@ -525,13 +549,15 @@ class Prompts:
 @dataclasses.dataclass(frozen=True)
 class ScreenSettings:
     """What `screen_heads` runs: methods (subset of METHODS), removal kinds (subset of KINDS),
-    prompts per compiled call (the last batch padded with copies, then trimmed), and how the
-    exact sweep's rows run."""
+    prompts per compiled call (the last batch padded with copies, then trimmed), how the
+    exact sweep's rows run, and how many output columns attribution pulls back at once
+    (`vjp_columns`)."""
 
     methods: tuple[str, ...] = METHODS
     kinds: tuple[str, ...] = KINDS
     batch_size: int = 32
     rows: RowStrategy = RowStrategy()
+    grad_chunk: int = 16
 
     def __post_init__(self):
         for m in self.methods:
@@ -590,15 +616,15 @@ class _References:
         return cls(z_mean, every, exact_kinds, exact)
 
 
-def _method_scores(cfg, params, method: str, batch: Prompts, readout, refs, rows):
+def _method_scores(cfg, params, method: str, batch: Prompts, readout, refs, settings):
     """One method's (projection, logit_diff, random) support scores of a batch, kinds in KINDS
     order (zeros where the exact sweep did not run a kind)."""
     t, mk, emo = batch.tokens, batch.mask, batch.emotion_index
     if method == "direct":
         return direct_scores(cfg, params, t, mk, refs.every, readout, emo)
     if method == "attribution":
-        return attribution_scores(cfg, params, t, mk, refs.mean, readout, emo)
-    part = exact_scores(cfg, params, t, mk, refs.exact, readout, emo, rows)
+        return attribution_scores(cfg, params, t, mk, refs.mean, readout, emo, settings.grad_chunk)
+    part = exact_scores(cfg, params, t, mk, refs.exact, readout, emo, settings.rows)
     full = []
     for a in part[:3]:
         slots = [
@@ -668,7 +694,7 @@ def screen_heads(
         parts.clean["projection"].append(np.asarray(own_emotion(cp, batch.emotion_index))[:cnt])
         parts.clean["logit_diff"].append(np.asarray(own_emotion(cl, batch.emotion_index))[:cnt])
         for method in settings.methods:
-            scores = _method_scores(cfg, params, method, batch, readout, refs, settings.rows)
+            scores = _method_scores(cfg, params, method, batch, readout, refs, settings)
             parts.add(method, scores, cnt)
     return Screen(
         emotions=readout.emotions,
@@ -694,14 +720,70 @@ def _ranks(value) -> np.ndarray:
     return rank.reshape(value.shape)
 
 
+def family_max_null(value, per_dir, level: float) -> dict:
+    """Each unit's score against the max-over-units null of its family (family-wise over all
+    units: the L x H heads of a map, or the neurons of a layer range, `jaxcirc.core.neurons`).
+
+    value `[L, H]`: every head's mean score on an emotion; per_dir `[L, H, R]`: every head's mean
+    score on R random unit directions (scored like the emotion vector, same prompts). Under the
+    null that the emotion direction is one more random direction, the best head's score is one
+    draw of `per_dir.max(axis=(0, 1))`; comparing every head with that distribution controls
+    the family-wise error over the L x H heads (the max-statistic method). Returns, per head,
+    p_max_null = (1 + #{r: max over heads of per_dir[..., r] >= value}) / (1 + R) (support
+    side) and p_min_null likewise with the min over heads and <= (suppression side), both
+    `[L, H]`; max_null_hi: the `level` quantile of the max (the max-stat threshold),
+    min_null_lo: the 1 - level quantile of the min, and n_null = R. The smallest p is 1/(1+R).
+    """
+    per_dir = np.asarray(per_dir, np.float64)
+    maxes, mins = per_dir.max(axis=(0, 1)), per_dir.min(axis=(0, 1))  # [R]
+    v = np.asarray(value, np.float64)
+    return {
+        "p_max_null": np.asarray(permutation_pvalue(v, maxes[:, None, None], "greater")),
+        "p_min_null": np.asarray(permutation_pvalue(v, mins[:, None, None], "less")),
+        "max_null_hi": float(np.percentile(maxes, 100.0 * level)),
+        "min_null_lo": float(np.percentile(mins, 100.0 * (1.0 - level))),
+        "n_null": int(maxes.size),
+    }
+
+
+def _null_fields(per_dir, value, level: float):
+    """Per-head row fields of the random-direction nulls, as a function of (layer, head): the
+    head's own band and the family-wise max-over-heads comparison (`family_max_null`).
+    None when the map has no random directions (logit_diff, or n_random = 0)."""
+    if per_dir is None or per_dir.shape[-1] == 0:
+        keys = ("random_dir_lo", "random_dir_hi", "p_max_null", "p_min_null", "max_null_hi")
+        keys += ("min_null_lo", "clears_max_null", "clears_min_null", "n_null")
+        return lambda at: dict.fromkeys(keys)
+    alpha = 100.0 * (1.0 - level) / 2.0
+    own_lo, own_hi = np.percentile(per_dir, [alpha, 100 - alpha], axis=-1)
+    mx = family_max_null(value, per_dir, level)
+
+    def fields(at):
+        return {
+            "random_dir_lo": float(own_lo[at]),
+            "random_dir_hi": float(own_hi[at]),
+            "p_max_null": float(mx["p_max_null"][at]),
+            "p_min_null": float(mx["p_min_null"][at]),
+            "max_null_hi": mx["max_null_hi"],
+            "min_null_lo": mx["min_null_lo"],
+            "clears_max_null": bool(mx["p_max_null"][at] <= 1.0 - level),
+            "clears_min_null": bool(mx["p_min_null"][at] <= 1.0 - level),
+            "n_null": mx["n_null"],
+        }
+
+    return fields
+
+
 def emotion_scores(screen: Screen, n_boot: int, seed: int, level: float = 0.95) -> list[dict]:
     """One labelled row per (method, measure, kind, emotion, layer, head): mean support score
-    over that emotion's prompts, its bootstrap CI, its rank, and (projection) the random-direction
-    null band of the same head."""
+    over that emotion's prompts, its bootstrap CI (per head, not adjusted for the L x H heads),
+    its rank, and (projection) the random-direction nulls: the head's own band
+    (random_dir_lo/hi) and the family-wise max-over-heads comparison (`family_max_null`:
+    p_max_null, p_min_null, max_null_hi, min_null_lo, clears_max_null / clears_min_null =
+    p <= 1 - level, n_null). Fields without a null (logit_diff) are None."""
     rows = []
-    alpha = 100.0 * (1.0 - level) / 2.0
     for (method, measure, kind), v in screen.values.items():
-        rnd = screen.random.get((method, kind))
+        rnd = screen.random.get((method, kind)) if measure == "projection" else None
         for ei, emo in enumerate(screen.emotions):
             sel = screen.emotion_index == ei
             if sel.sum() < 2:
@@ -709,19 +791,15 @@ def emotion_scores(screen: Screen, n_boot: int, seed: int, level: float = 0.95) 
             est = bootstrap_ci(v[..., sel], n_boot=n_boot, seed=seed, level=level)
             value = np.asarray(est.value)
             lo, hi, rank = np.asarray(est.lo), np.asarray(est.hi), _ranks(value)
-            null_lo = null_hi = None
-            if measure == "projection" and rnd is not None:
-                per_dir = rnd[:, :, sel].mean(axis=2)  # [L, H, R]
-                null_lo, null_hi = np.percentile(per_dir, [alpha, 100 - alpha], axis=-1)
+            per_dir = None if rnd is None else rnd[:, :, sel].mean(axis=2)  # [L, H, R]
+            nulls = _null_fields(per_dir, value, level)
+            labels = {"method": method, "measure": measure, "ablation": kind, "emotion": emo}
             for layer in range(screen.n_layers):
                 for head in range(screen.n_heads):
                     at = (layer, head)
                     rows.append(
                         {
-                            "method": method,
-                            "measure": measure,
-                            "ablation": kind,
-                            "emotion": emo,
+                            **labels,
                             "layer": layer,
                             "head": head,
                             "score": float(value[at]),
@@ -729,8 +807,7 @@ def emotion_scores(screen: Screen, n_boot: int, seed: int, level: float = 0.95) 
                             "ci_hi": float(hi[at]),
                             "rank": int(rank[at]),
                             "n_prompts": int(sel.sum()),
-                            "random_dir_lo": None if null_lo is None else float(null_lo[at]),
-                            "random_dir_hi": None if null_hi is None else float(null_hi[at]),
+                            **nulls(at),
                         }
                     )
     return rows
@@ -807,8 +884,10 @@ def method_correlations(rows, screen: Screen, n_perm: int, seed: int) -> list[di
 
 
 def top_heads(rows: list[dict], k: int) -> dict:
-    """Per "method/measure/ablation/emotion": the k most supportive and k most suppressive heads
-    with score and CI."""
+    """Per "method/measure/ablation/emotion": the k most supportive ("top", with p_max_null and
+    clears_max_null) and k most suppressive ("bottom", with p_min_null and clears_min_null)
+    heads with score and CI; "null": the max-over-heads threshold (max_null_hi, min_null_lo)
+    and n_null; how many of the n_heads clear each side (None fields: no null, logit_diff)."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(
@@ -817,8 +896,16 @@ def top_heads(rows: list[dict], k: int) -> dict:
     out = {}
     for key, rs in groups.items():
         rs = sorted(rs, key=lambda r: -r["score"])
-        pick = lambda sub: [  # noqa: E731
-            {f: r[f] for f in ("layer", "head", "score", "ci_lo", "ci_hi", "rank")} for r in sub
+        pick = lambda sub, side: [  # noqa: E731
+            {f: r.get(f) for f in ("layer", "head", "score", "ci_lo", "ci_hi", "rank") + side}
+            for r in sub
         ]
-        out[key] = {"top": pick(rs[:k]), "bottom": pick(rs[::-1][:k])}
+        out[key] = {
+            "top": pick(rs[:k], ("p_max_null", "clears_max_null")),
+            "bottom": pick(rs[::-1][:k], ("p_min_null", "clears_min_null")),
+            "null": {f: rs[0].get(f) for f in ("max_null_hi", "min_null_lo", "n_null")},
+            "n_clear_max_null": sum(bool(r.get("clears_max_null")) for r in rs),
+            "n_clear_min_null": sum(bool(r.get("clears_min_null")) for r in rs),
+            "n_heads": len(rs),
+        }
     return out

@@ -9,7 +9,8 @@ cross-model patching): which layers go together, which rows, and which prompts f
   `features`). A prepended BOS is left out of token rows and means: its residual is the same in
   every prompt.
 - Prompts: the map is fit on NEUTRAL prompts only, split by prompt into fit / held-out
-  (`split_neutral`), so all tokens of a prompt fall on one side.
+  (`split_neutral`), so all tokens of a prompt fall on one side. `row_prompts` names the prompt
+  of every row, so nulls and bootstraps move whole prompts.
 """
 
 from __future__ import annotations
@@ -70,4 +71,15 @@ def features(acts: Activations, pairing: str, layer: int, prompts) -> np.ndarray
         if np.any(counts == 0):
             raise ValueError("acts: a prompt has no real token besides BOS; drop empty prompts")
         return np.einsum("pt,ptd->pd", m / counts, h.astype(np.float64))
+    raise ValueError(f"pairing: {pairing!r}; use token, sentence_end or prompt_mean")
+
+
+def row_prompts(acts: Activations, pairing: str, prompts) -> np.ndarray:
+    """`[rows]`: the prompt (its index in `acts`) of every row `features(acts, pairing, _,
+    prompts)` returns, in the same order."""
+    prompts = np.asarray(prompts)
+    if pairing == "token":
+        return np.repeat(prompts, _real(acts, prompts).sum(axis=1))
+    if pairing in ("sentence_end", "prompt_mean"):
+        return prompts.copy()
     raise ValueError(f"pairing: {pairing!r}; use token, sentence_end or prompt_mean")

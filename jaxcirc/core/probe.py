@@ -27,7 +27,14 @@ import json
 
 import numpy as np
 
-from jaxcirc.core.stats import to_jsonable
+from jaxcirc.core.selection import MaxTest, max_test
+from jaxcirc.core.stats import (
+    argmax_shares,
+    percentile_band,
+    permutation_pvalue,
+    stratified_counts,
+    to_jsonable,
+)
 
 _MIN_SHRINKAGE = 1e-6
 
@@ -161,7 +168,8 @@ def _check_inputs(acts, labels):
 
 def _cv_accuracy(acts, labels, fold, n_folds, shrinkage, standardize):
     """acts `[L, n, d]`, labels `[..., n]` (leading permutation axis optional) -> per-fold
-    accuracy `[..., L, n_folds]` and shrinkage used `[..., L, n_folds]`.
+    accuracy `[..., L, n_folds]`, shrinkage used `[..., L, n_folds]` and per-prompt hits
+    `[..., L, n]` (1.0 where the prompt, in its test fold, was classified right).
 
     Folds and standardisation depend only on `fold`, not on the labels, so every permutation
     shares the training Grams of a fold.
@@ -169,6 +177,7 @@ def _cv_accuracy(acts, labels, fold, n_folds, shrinkage, standardize):
     k = int(labels.max() + 1)
     onehot = (labels[..., None] == np.arange(k)).astype(np.float64)[..., None, :, :]
     accs, lams = [], []
+    hits = np.zeros(labels.shape[:-1] + (acts.shape[0], labels.shape[-1]))
     for f in range(n_folds):
         tr, te = fold != f, fold == f
         xtr, xte = acts[:, tr, :], acts[:, te, :]
@@ -176,9 +185,10 @@ def _cv_accuracy(acts, labels, fold, n_folds, shrinkage, standardize):
             xtr, xte = _standardise(xtr, xte)
         scores, lam = lda_scores(xtr, onehot[..., tr, :], xte, shrinkage)
         hit = scores.argmax(axis=-1) == labels[..., None, te]  # [..., L, t]
+        hits[..., te] = hit
         accs.append(hit.mean(axis=-1))
         lams.append(lam)
-    return np.stack(accs, axis=-1), np.stack(lams, axis=-1)
+    return np.stack(accs, axis=-1), np.stack(lams, axis=-1), hits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,12 +196,15 @@ class ProbeResult:
     """Cross-validated probe accuracy per layer.
 
     accuracy `[layer]` = mean over folds of per-fold test accuracy; per_fold `[layer, n_folds]`;
-    shrinkage_used `[layer]` = mean lambda over folds. `layers` labels the layer axis; layer 0 of
-    a residual stack is the embedding output, i.e. the lexical baseline.
+    hits `[layer, n]`: 1.0 where prompt i was classified right in its test fold (each prompt is
+    tested once; a bootstrap over prompts of these gives the accuracy's CI, with the probes
+    held fixed); shrinkage_used `[layer]` = mean lambda over folds. `layers` labels the layer
+    axis; layer 0 of a residual stack is the embedding output, i.e. the lexical baseline.
     """
 
     accuracy: np.ndarray
     per_fold: np.ndarray
+    hits: np.ndarray
     chance: float
     n: int
     n_classes: int
@@ -232,7 +245,7 @@ def probe_accuracy(
     """Stratified k-fold shrinkage-LDA accuracy for every layer of acts `[layer, n, d_model]`."""
     acts, labels = _check_inputs(acts, labels)
     fold = stratified_folds(labels, n_folds, seed)
-    per_fold, lam = _cv_accuracy(acts, labels, fold, n_folds, shrinkage, standardize)
+    per_fold, lam, hits = _cv_accuracy(acts, labels, fold, n_folds, shrinkage, standardize)
     k = int(labels.max() + 1)
     n_layers = acts.shape[0]
     layers = list(range(n_layers)) if layers is None else [int(x) for x in layers]
@@ -241,6 +254,7 @@ def probe_accuracy(
     return ProbeResult(
         accuracy=per_fold.mean(axis=-1),
         per_fold=per_fold,
+        hits=hits,
         chance=1.0 / k,
         n=int(labels.shape[0]),
         n_classes=k,
@@ -278,7 +292,7 @@ def probe_shuffle_null(
     perm_labels = rng.permuted(np.broadcast_to(labels, (n_perm, n)), axis=1)
     out = []
     for start in range(0, n_perm, chunk):
-        per_fold, _ = _cv_accuracy(
+        per_fold, _, _ = _cv_accuracy(
             acts, perm_labels[start : start + chunk], fold, n_folds, shrinkage, standardize
         )
         out.append(per_fold.mean(axis=-1))  # [c, L]
@@ -289,4 +303,123 @@ def probe_shuffle_null(
         samples=samples,
         n_perm=n_perm,
         seed=seed,
+    )
+
+
+def accuracy_samples(res: ProbeResult, labels, n_boot: int, seed: int) -> np.ndarray:
+    """Accuracy per layer over prompt-bootstrap resamples, `[n_boot, layer]`: the prompts of each
+    class drawn with replacement within the class, each scored by its held-out hit in
+    `res.hits` (the fitted probes are held fixed: this is the uncertainty of the test prompts,
+    not of the fit)."""
+    labels = np.asarray(labels)
+    if labels.shape != (res.n,):
+        raise ValueError(f"labels: need [{res.n}] like the probe's prompts, got {labels.shape}")
+    counts = stratified_counts(labels, n_boot, seed)  # [B, n]
+    return counts @ res.hits.T / res.n
+
+
+@dataclasses.dataclass(frozen=True)
+class BestLayer:
+    """The best of several layers, with what its selection costs.
+
+    layer: the chosen layer's label (argmax of accuracy over `candidates`); accuracy, ci: its
+    accuracy and prompt-bootstrap CI; vs_max_null: the accuracy against the MAXIMUM over the same
+    candidate layers of each label-shuffle draw (`selection.max_test`: a best layer is the
+    largest of several, so the null at that layer alone would be too easy to beat), with
+    max_null_band (lo, hi) the central `level` band of those maxima; argmax_shares: {layer:
+    share of bootstrap resamples whose best candidate layer it is}.
+    """
+
+    layer: int
+    accuracy: float
+    ci: tuple[float, float]
+    vs_max_null: MaxTest
+    max_null_band: tuple[float, float]
+    argmax_shares: dict[int, float]
+    candidates: list[int]
+    n_boot: int
+    seed: int
+
+
+def best_layer(
+    res: ProbeResult, null: ProbeNull, labels, candidates, n_boot: int, seed: int, level: float
+) -> BestLayer:
+    """BestLayer over the layer indices `candidates` (e.g. 1..L, the block outputs)."""
+    cand = [int(c) for c in candidates]
+    if not cand:
+        raise ValueError("candidates: need at least one layer index")
+    boot = accuracy_samples(res, labels, n_boot, seed)  # [B, L]
+    best = cand[int(np.argmax(res.accuracy[cand]))]
+    lo, hi = percentile_band(boot[:, best], level)
+    maxes = null.samples[:, cand].max(axis=1)  # each shuffle draw's best candidate layer
+    mlo, mhi = percentile_band(maxes, level)
+    shares = argmax_shares(boot[:, cand])
+    return BestLayer(
+        layer=res.layers[best],
+        accuracy=float(res.accuracy[best]),
+        ci=(float(lo), float(hi)),
+        vs_max_null=max_test(float(res.accuracy[best]), maxes),
+        max_null_band=(float(mlo), float(mhi)),
+        argmax_shares={res.layers[c]: float(s) for c, s in zip(cand, shares, strict=True)},
+        candidates=[res.layers[c] for c in cand],
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureComparison:
+    """Probe accuracy on feature a minus on feature b, same prompts and folds, mean over `layers`.
+
+    figure: mean over the layers of (hit rate a - hit rate b), hit rates pooled over prompts;
+    per_layer `[len(layers)]` the same per layer. ci: stratified prompt-bootstrap CI (the
+    probes held fixed). null_lo/null_hi/p_value: the paired sign-flip null (each prompt's two
+    hit patterns swapped with probability 1/2, over all layers at once: what the difference
+    looks like when the two features are equally informative), p two-sided.
+    """
+
+    figure: float
+    ci: tuple[float, float]
+    null_lo: float
+    null_hi: float
+    p_value: float
+    per_layer: list[float]
+    layers: list[int]
+    n: int
+    n_boot: int
+    n_perm: int
+    seed: int
+    level: float
+
+
+def compare_features(
+    res_a: ProbeResult, res_b: ProbeResult, labels, layer_idx, n_boot: int, n_perm: int, seed: int,
+    level: float,
+) -> FeatureComparison:  # fmt: skip
+    """FeatureComparison of two `probe_accuracy` results on the same prompts (same folds: the
+    same n_folds and seed) over the layer indices `layer_idx`."""
+    if res_a.hits.shape != res_b.hits.shape or res_a.seed != res_b.seed:
+        raise ValueError("res_a, res_b: need probes of the same prompts, layers, folds and seed")
+    idx = [int(i) for i in layer_idx]
+    diff = (res_a.hits[idx] - res_b.hits[idx]).mean(axis=0)  # [n] per prompt
+    counts = stratified_counts(labels, n_boot, seed)
+    lo, hi = percentile_band(counts @ diff / diff.size, level)
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, diff.size))
+    null = signs @ diff / diff.size
+    nlo, nhi = percentile_band(null, level)
+    figure = float(diff.mean())
+    per_layer = res_a.hits[idx].mean(axis=1) - res_b.hits[idx].mean(axis=1)
+    return FeatureComparison(
+        figure=figure,
+        ci=(float(lo), float(hi)),
+        null_lo=float(nlo),
+        null_hi=float(nhi),
+        p_value=float(permutation_pvalue(figure, null, "two-sided")),
+        per_layer=[float(v) for v in per_layer],
+        layers=[res_a.layers[i] for i in idx],
+        n=int(diff.size),
+        n_boot=n_boot,
+        n_perm=n_perm,
+        seed=seed,
+        level=level,
     )

@@ -11,6 +11,17 @@ measures under steering, patching and ablation, so each is documented with its r
 | "kw_anger"     | `emotion_keywords`    | [0, inf)   | anger keyword hits per 10 words                  |
 | "kw_apology"   | `emotion_keywords`    | [0, inf)   | apology keyword hits per 10 words                |
 
+One coherence measure sits beside them, over any sequence of units (words of a text, or the token
+ids of a continuation, which also serves languages written without spaces):
+
+| function      | range  | meaning                                                                  |
+|---------------|--------|--------------------------------------------------------------------------|
+| `repetition`  | [0, 1) | 1 - distinct-n: share of a sequence's n-grams that repeat an earlier one |
+
+"I for the s s s s" has the word bigrams (I, for) (for, the) (the, s) (s, s) (s, s) (s, s): 4 distinct
+of 6, repetition 1/3; a sentence without a repeated bigram scores 0, and so does a sequence shorter
+than n + 1 units (no n-gram can repeat). `words(text)` gives a text's words as the rates count them.
+
 Rates are per 10 words, not raw counts, so longer generations do not score higher for being long;
 10 words is about one short sentence, which keeps the numbers readable (0.5 = one hit in 20 words).
 A "word" is a run of letters/digits/underscores with inner apostrophes ("don't" is one word).
@@ -101,6 +112,29 @@ def emotion_keywords(texts: Sequence[str]) -> dict[str, np.ndarray]:
     """Per emotion, keyword hits per 10 words `[n]`, >= 0 (lexicon.EMOTION_KEYWORDS, stem match)."""
     texts = _check_texts(texts)
     return {e: _rate(p, texts) for e, p in _EMOTION.items()}
+
+
+def words(text: str) -> list[str]:
+    """A text's words, lower-cased, as the rates above count them (curly apostrophes -> ')."""
+    (t,) = _check_texts([text])
+    return [w.lower() for w in _WORD.findall(t)]
+
+
+def repetition(seqs: Sequence[Sequence], n: int = 2) -> np.ndarray:
+    """`[len(seqs)]` share of each sequence's n-grams that repeat an earlier n-gram of the same
+    sequence (1 - distinct-n); 0 where the sequence has fewer than n + 1 units. Units are any
+    hashable items: token ids, or `words(text)`."""
+    if n < 1:
+        raise ValueError(f"n={n}; use n >= 1")
+    if isinstance(seqs, str):
+        raise ValueError("seqs is a single str; pass a list of sequences, e.g. [words(text)]")
+    out = np.zeros(len(seqs), np.float64)
+    for i, seq in enumerate(seqs):
+        units = list(seq)
+        grams = [tuple(units[j : j + n]) for j in range(len(units) - n + 1)]
+        if len(grams) > 1:
+            out[i] = 1.0 - len(set(grams)) / len(grams)
+    return out
 
 
 def score_texts(texts: Sequence[str]) -> dict[str, np.ndarray]:

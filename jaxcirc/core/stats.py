@@ -201,6 +201,47 @@ def permutation_pvalue(observed, null_samples, alternative: str = "greater"):
     return _scalarise(p)
 
 
+def stratified_counts(labels, n_boot: int, seed: int) -> np.ndarray:
+    """`[n_boot, n]` how often each sample is drawn in each resample, every class resampled
+    within itself (class sizes kept: a class mean is always defined).
+
+    Resampling whole prompts: pass one label per prompt, and weight every row of a prompt by its
+    prompt's count.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size < 2:
+        raise ValueError(f"labels: need [n] with n >= 2, got shape {labels.shape}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot: {n_boot} < 1")
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_boot, labels.size))
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        counts[:, idx] = rng.multinomial(idx.size, np.full(idx.size, 1.0 / idx.size), n_boot)
+    return counts
+
+
+def argmax_shares(samples) -> np.ndarray:
+    """Share of resamples whose argmax over the last axis is each index: `[n_boot, L]` -> `[L]`.
+
+    The uncertainty of a "best layer": a best layer picked by 40% of resamples is not a finding.
+    Ties go to the first index (numpy's argmax).
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"samples: need [n_boot, L], got shape {x.shape}")
+    return np.bincount(np.argmax(x, axis=1), minlength=x.shape[1]) / x.shape[0]
+
+
+def percentile_band(samples, level: float = 0.95) -> tuple[Any, Any]:
+    """(lo, hi): the central `level` percentiles of samples `[n, ...]` over axis 0 (NaNs ignored)."""
+    _check_level(level)
+    alpha = 100.0 * (1.0 - level) / 2.0
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.nanpercentile(np.asarray(samples, np.float64), [alpha, 100.0 - alpha], axis=0)
+    return _scalarise(lo), _scalarise(hi)
+
+
 def _check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level: {level} must lie in (0, 1), e.g. 0.95")

@@ -18,7 +18,11 @@ layer and in every model.
 Controls and uncertainty. Random directions of the same norm (`random_directions`) are swept
 beside the emotion vectors; effects are paired per prompt against the unsteered run (alpha = 0,
 run once and shared by every layer), with percentile-bootstrap CIs over prompts (`effects_of`);
-a band over the random directions (`random_band`) stands beside each emotion effect.
+a band over the random directions (`random_band`) stands beside each emotion effect. What a
+sweep reads at the last prompt token (next-token logits, projections) needs no generation:
+`internal_readout` gives it for many more control directions by forward passes alone.
+Projections of the final residual move by `arithmetic_projection` whatever the model does (the
+added vector rides the residual stream), so they are no evidence of an effect by themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -34,7 +39,7 @@ from jaxcirc.core import measures, scoring, stats
 from jaxcirc.infra.progress import progress
 from models.contract import Record
 from models.scheduler import EngineSettings, Readout, Rows, RunOut, run_rows
-from models.transformer import forward
+from models.transformer import final_at_last, forward, make_context, run_blocks, unembed
 
 # ---------------------------------------------------------------------------------------------
 # Norms, directions, layers
@@ -215,6 +220,111 @@ def _cells(out: RunOut, base: RunOut, index: np.ndarray, new: int) -> RunOut:
 
 
 # ---------------------------------------------------------------------------------------------
+# Model-internal readouts without generation
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _last_token_readout(cfg, params, resid_pre, prompts, rows, start, reads):
+    """resid_pre [layer, n_prompts, P, d_model] (the unedited run's); prompts = (ids, mask)
+    [n_prompts, P]; rows = (prompt_idx [R], add [R, d_model]); start: the block (traced) whose
+    input gets `add` at every position; reads = (vocab_ids [n_ids], unit dirs [k, d_model]).
+    Returns (logits of vocab_ids [R, n_ids], final residual . dirs [R, k]) at each row's last
+    token.
+
+    One compiled function serves every start layer (as `models.generate.prefill_from_layer`
+    does): each block below the last is a `lax.cond` that runs it only from `start` on; the last
+    block runs for the last query only."""
+    (ids, mask), (prompt_idx, add), (vocab_ids, dirs) = prompts, rows, reads
+    x = resid_pre[start][prompt_idx] + add[:, None, :]
+    ctx = make_context(ids[prompt_idx], mask[prompt_idx], Record(at="last"))
+    blocks, n = params["blocks"], cfg.n_layers
+
+    for i in range(n - 1):
+
+        def run(x, i=i):
+            return run_blocks(cfg, blocks, x, ctx, None, Record(), layers=range(i, i + 1))[0]
+
+        x = jax.lax.cond(i >= start, run, lambda x: x, x)
+    final = final_at_last(cfg, blocks, x, ctx, n - 1, None)  # [R, d_model]
+    return unembed(cfg, params, final, vocab_ids), final @ dirs.T
+
+
+def internal_readout(
+    cfg, params, ids, mask, grid: SteeringGrid, readout: Readout, cells=None, rows_per_call=256
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a steering sweep reads at the last prompt token (its `out.cols[..., 0, :]` and
+    `out.proj[..., 0, :]`: the next-token logits of readout.vocab_ids and the final residual's
+    projections on unit readout.proj_dirs), by a forward pass per row and no generation.
+
+    ids, mask [n_prompts, P]; grid as `steering_sweep` takes it (directions unit-normalised
+    here); cells: optional bool [layer, alpha] of the cells to run (default every alpha != 0).
+    Rows restart from the unedited run's resid_pre[L] (the blocks below L cannot change) and run
+    only the last block's last query (`models.final_at_last`), rows_per_call rows per call (one
+    compiled function for every layer). Returns (cols [dir, layer, alpha, prompt, n_ids], proj [dir, layer,
+    alpha, prompt, k]), NaN in cells not run (alpha = 0 among them: the unedited run's values are
+    the sweep's `base`).
+    """
+    layers = check_layers(grid.layers, cfg.n_layers)
+    alphas = np.asarray(grid.alphas, np.float64)
+    units = unit_directions(grid.directions, layers)
+    scales = np.asarray(grid.scales, np.float32)
+    run = (alphas != 0)[None].repeat(len(layers), 0) if cells is None else np.asarray(cells, bool)
+    run &= (alphas != 0)[None]
+    vocab = np.asarray(readout.vocab_ids if readout.vocab_ids is not None else [], np.int32)
+    dirs = np.zeros((0, cfg.d_model), np.float32)
+    if readout.proj_dirs is not None:
+        dirs = np.asarray(readout.proj_dirs, np.float64)
+        dirs = (dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)).astype(np.float32)
+    ids_j, mask_j = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, bool)
+    _, trace = forward(cfg, params, ids_j, mask_j, None, Record(resid_pre=True, logits="none"))
+    n_dir, n_p = units.shape[0], ids_j.shape[0]
+    cols = np.full((n_dir, len(layers), len(alphas), n_p, len(vocab)), np.nan, np.float32)
+    proj = np.full((n_dir, len(layers), len(alphas), n_p, len(dirs)), np.nan, np.float32)
+    for li, layer in enumerate(layers):
+        ais = np.flatnonzero(run[li])
+        if not len(ais):
+            continue
+        # Rows (direction, alpha, prompt), prompt fastest.
+        d_i, a_i, p_i = (
+            g.reshape(-1) for g in np.meshgrid(np.arange(n_dir), ais, np.arange(n_p), indexing="ij")
+        )
+        add = (alphas[a_i, None] * scales[layer]) * units[d_i, layer]  # [R, d]
+        size = max(1, int(rows_per_call))  # one shape for every layer, small ones padded up
+        for s in range(0, len(p_i), size):
+            sl = np.arange(s, min(s + size, len(p_i)))
+            pad = np.concatenate([sl, np.full(size - len(sl), sl[0])])  # one compiled shape
+            rows = (jnp.asarray(p_i[pad], jnp.int32), jnp.asarray(add[pad], jnp.float32))
+            c, pr = _last_token_readout(
+                cfg,
+                params,
+                trace.resid_pre,
+                (ids_j, mask_j),
+                rows,
+                jnp.int32(layer),
+                (jnp.asarray(vocab), jnp.asarray(dirs)),
+            )
+            cols[d_i[sl], li, a_i[sl], p_i[sl]] = np.asarray(c)[: len(sl)]
+            proj[d_i[sl], li, a_i[sl], p_i[sl]] = np.asarray(pr)[: len(sl)]
+    return cols, proj
+
+
+def arithmetic_projection(grid: SteeringGrid, proj_dirs) -> np.ndarray:
+    """[dir, layer, alpha, k]: how far the added vector alone moves the final residual's
+    projection on each unit proj_dirs row, alpha * scales[L] * (unit(v[L]) . unit(d_k)).
+
+    The vector added to resid_pre[L] rides the residual stream to the final residual untouched,
+    so a projection measure moves by this much whatever the model does; only the rest is the
+    later blocks' response."""
+    layers = [int(x) for x in grid.layers]
+    units = unit_directions(grid.directions, layers)[:, layers].astype(np.float64)
+    dirs = np.asarray(proj_dirs, np.float64)
+    dirs = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
+    cos = np.einsum("nld,kd->nlk", units, dirs)  # [dir, layer, k]
+    push = np.asarray(grid.alphas, np.float64)[None, :] * np.asarray(grid.scales)[layers, None]
+    return cos[:, :, None, :] * push[None, :, :, None]
+
+
+# ---------------------------------------------------------------------------------------------
 # Measures of each generated row
 
 
@@ -330,7 +440,11 @@ class Bootstrap:
 
 def sensitivity_weights(alphas: Sequence[float]) -> np.ndarray:
     """[n_alpha] weights giving a layer's signed sensitivity: the mean of sign(alpha) * effect over
-    the largest positive and the largest negative alpha present (either alone if one is absent)."""
+    the largest positive and the largest negative alpha present (either alone if one is absent).
+
+    A sign-average at the strongest pushes, not a slope fitted over the alphas: where those
+    pushes collapse the text it reads the collapse (the verdicts use
+    `jaxcirc.core.selection` over coherent cells instead)."""
     a = np.asarray(alphas, np.float64)
     w = np.zeros_like(a)
     picks = [

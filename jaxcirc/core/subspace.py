@@ -100,6 +100,16 @@ SUBSPACE_RTOL = 1e-6
 fraction of the largest: activations are float32, so anything smaller is rounding, not data."""
 
 
+def difference_basis(means, k: int, rtol: float = SUBSPACE_RTOL) -> np.ndarray:
+    """Orthonormal `[d, k_used]`: the top principal directions of class means `[c, d]` minus their
+    mean, k_used = min(k, number of directions whose singular value exceeds rtol x the largest)
+    (0 columns when the means are all equal)."""
+    m = np.asarray(means, dtype=np.float64)
+    _, sv, vt = np.linalg.svd(m - m.mean(axis=0), full_matrices=False)
+    rank = int(np.sum(sv > rtol * max(sv.max(initial=0.0), 1e-300)))
+    return vt[: min(k, rank)].T
+
+
 def emotion_subspaces(
     acts: Activations, method: str, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,7 +34,13 @@ import json
 
 import numpy as np
 
-from jaxcirc.core.stats import NullBand, summarise_null, to_jsonable
+from jaxcirc.core.stats import (
+    NullBand,
+    percentile_band,
+    stratified_counts,
+    summarise_null,
+    to_jsonable,
+)
 from jaxcirc.data.activations import Activations, sentence_end
 from jaxcirc.data.emotions import EMOTIONAL, EMOTIONS, NEUTRAL_INDEX
 
@@ -49,7 +55,9 @@ METHODS = ("sentence_end", "token", "token_delta")
 # ---------------------------------------------------------------------------------------------
 
 
-def _prompt_sums(method: str, acts, token_mask) -> tuple[np.ndarray, np.ndarray]:
+def prompt_sums(method: str, acts, token_mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt sums S `[layer, n, d]` (float64) and counts c `[n]` of `method`: a class mean is
+    sum_i w_i S_i / sum_i w_i c_i over the class's prompts (w = 1, or bootstrap counts)."""
     if method not in METHODS:
         raise ValueError(f"method: {method!r} not supported; use one of {METHODS}")
     acts = np.asarray(acts)
@@ -138,6 +146,15 @@ def _onehot(labels, n_classes: int) -> np.ndarray:
     return (np.asarray(labels)[..., None] == np.arange(n_classes)).astype(np.float64)
 
 
+def weighted_class_means(sums, counts, labels, weights, n_classes: int) -> np.ndarray:
+    """Class means `[B, layer, k, d]` with prompt i weighted by weights `[B, n]` (e.g. bootstrap
+    counts from `stats.stratified_counts`); sums `[layer, n, d]`, counts `[n]` from
+    `prompt_sums`."""
+    w = np.asarray(weights, dtype=np.float64)
+    onehot = _onehot(labels, n_classes)[None] * w[:, :, None]  # [B, n, k]
+    return _class_means(np.asarray(sums, np.float64), np.asarray(counts, np.float64), onehot)
+
+
 def class_vectors(
     method: str,
     acts,
@@ -148,7 +165,7 @@ def class_vectors(
     token_mask=None,
 ) -> np.ndarray:
     """Class vectors `[layer, n_classes, d_model]` by `method` (see module docstring)."""
-    sums, counts = _prompt_sums(method, acts, token_mask)
+    sums, counts = prompt_sums(method, acts, token_mask)
     labels = _check_labels(labels, sums.shape[1], n_classes)
     _check_centre(centre, n_classes, neutral_index)
     means = _class_means(sums, counts, _onehot(labels, n_classes))
@@ -237,7 +254,7 @@ def shuffle_null(
     point along them too and the band spans most of [-1, 1]. Judge separability with
     `probe.probe_accuracy` against `probe.probe_shuffle_null`.
     """
-    sums, counts = _prompt_sums(method, acts, token_mask)
+    sums, counts = prompt_sums(method, acts, token_mask)
     labels = _check_labels(labels, sums.shape[1], n_classes)
     keep = compared_classes(n_classes, centre, neutral_index)
     if n_perm < 1 or chunk < 1:
@@ -254,6 +271,43 @@ def shuffle_null(
     return summarise_null(samples, seed=seed, level=level, what=f"{method}/{centre} label shuffle")
 
 
+def bootstrap_cosine_samples(
+    acts,
+    labels,
+    n_classes: int,
+    method: str = "sentence_end",
+    centre: str = "raw",
+    n_boot: int = 1000,
+    seed: int = 0,
+    token_mask=None,
+    neutral_index: int | None = None,
+    chunk: int = 128,
+) -> np.ndarray:
+    """Cosine matrices `[n_boot, layer, k', k']` over prompt-bootstrap resamples: the prompts of
+    each class drawn with replacement within the class (`stats.stratified_counts`: class sizes
+    kept), vectors and cosines recomputed with the same method and centring. A percentile band
+    of these over axis 0 is the cosine's CI (prompt sampling only; the model is fixed).
+
+    The percentile CI does not correct the estimator's bias: with noisy class means, cosines
+    near +-1 are pulled toward 0, and neutral-centred ones share the neutral mean's noise and
+    are pushed up, so their CIs cover the population cosine less often than nominal (the
+    grand-centred ones about as often: tests/core/test_vectors.py). Read every cosine against
+    its label-shuffle null first."""
+    sums, counts = prompt_sums(method, acts, token_mask)
+    labels = _check_labels(labels, sums.shape[1], n_classes)
+    keep = compared_classes(n_classes, centre, neutral_index)
+    if n_boot < 1 or chunk < 1:
+        raise ValueError(f"n_boot/chunk: need positive ints, got {n_boot}/{chunk}")
+    weights = stratified_counts(labels, n_boot, seed)
+    out = []
+    for start in range(0, n_boot, chunk):
+        means = weighted_class_means(
+            sums, counts, labels, weights[start : start + chunk], n_classes
+        )
+        out.append(cosine_matrix(_centre(means, centre, neutral_index), keep))
+    return np.concatenate(out, axis=0)
+
+
 @dataclasses.dataclass(frozen=True)
 class CosineResult:
     """Cosine matrices between class vectors, per layer, with the label-shuffle null.
@@ -261,6 +315,8 @@ class CosineResult:
     matrix, null_mean, null_lo, null_hi: `[layer, k', k']` over `class_names` (the compared
     classes: neutral is absent under centre='neutral'). `layers` labels the layer axis (0 is the
     embedding output when the caller passes resid_pre of every block plus the final stream).
+    ci_lo, ci_hi: `[layer, k', k']` percentile CI at `level` over `n_boot` prompt-bootstrap
+    resamples (`bootstrap_cosine_samples`), None when n_boot = 0.
     """
 
     method: str
@@ -274,6 +330,9 @@ class CosineResult:
     n_perm: int
     seed: int
     level: float = 0.95
+    ci_lo: np.ndarray | None = None
+    ci_hi: np.ndarray | None = None
+    n_boot: int = 0
 
     def to_json(self) -> str:
         return json.dumps(to_jsonable(self))
@@ -291,8 +350,9 @@ def cosine_analysis(
     n_perm: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    n_boot: int = 0,
 ) -> CosineResult:
-    """Vectors + cosine matrix + label-shuffle null in one call."""
+    """Vectors + cosine matrix + label-shuffle null (+ prompt-bootstrap CI if n_boot > 0)."""
     k = len(class_names)
     vecs = class_vectors(method, acts, labels, k, centre, neutral_index, token_mask)
     keep = compared_classes(k, centre, neutral_index)
@@ -304,6 +364,12 @@ def cosine_analysis(
     layers = list(range(n_layers)) if layers is None else [int(x) for x in layers]
     if len(layers) != n_layers:
         raise ValueError(f"layers: {len(layers)} labels for {n_layers} layers in acts")
+    ci_lo = ci_hi = None
+    if n_boot > 0:
+        boot = bootstrap_cosine_samples(
+            acts, labels, k, method, centre, n_boot, seed, token_mask, neutral_index
+        )
+        ci_lo, ci_hi = percentile_band(boot, level)
     return CosineResult(
         method=method,
         centre=centre,
@@ -316,6 +382,9 @@ def cosine_analysis(
         n_perm=n_perm,
         seed=seed,
         level=level,
+        ci_lo=ci_lo,
+        ci_hi=ci_hi,
+        n_boot=n_boot,
     )
 
 

@@ -18,6 +18,12 @@ Trained params are cached with orbax, one folder per model, keyed by a hash of e
 decides them (corpus lines, tokenizer, model config, train config, seeds); a changed input trains
 a new entry and an unchanged one is reused. An entry is built in a temporary folder and renamed
 into place only when complete, so a crash never leaves a half entry that would be reused.
+
+Training can also keep the params at chosen steps (`load_checkpoints`: the demo's study across
+training checkpoints). Each kept step is its own entry, `<family>-<key>-step<N>`, beside the final
+model's `<family>-<key>`: the same key (so the same inputs), plus the step. Keeping steps only
+copies the params on the way; the final params, their metrics and their entry are the same as a
+run that keeps none (tests/demo/test_demo_models.py checks it).
 """
 
 from __future__ import annotations
@@ -373,18 +379,30 @@ class _Trained:
     wall_s: float
     cpu_s: float
     steps_per_s: float
+    # {step: (params as numpy arrays after `step` updates, held-out loss)}: the kept steps
+    kept: dict = dataclasses.field(default_factory=dict)
 
 
-def _train_loop(cfg: models.ModelConfig, tc: TrainConfig, enc_train, held, progress: bool):
+def _keep(params) -> dict:
+    """A host copy of `params` (numpy), independent of the device buffers training goes on with."""
+    return jax.tree_util.tree_map(lambda a: np.array(a, copy=True), params)
+
+
+def _train_loop(
+    cfg: models.ModelConfig, tc: TrainConfig, enc_train, held, progress: bool, keep=frozenset()
+):
     """Train from `models.init_params(cfg, tc.seed)` for tc.steps on batches of `enc_train`
     (`_epochs`), scoring the packed held-out rows `held` = (ids, mask) at init, at 1/4, 1/2, 3/4
-    and at the end. Times exclude those mid-run evaluations."""
+    and at the end. `keep`: steps (0 = the init, tc.steps = the end) whose params are copied out
+    and scored on `held` too. Times exclude those mid-run evaluations and copies. Over 60 lines:
+    one loop whose bookkeeping (curve, held-out points, kept steps, timing) reads best in place."""
     params = models.init_params(cfg, tc.seed)
     opt = make_optimizer(tc)
     opt_state = jax.jit(opt.init)(params)  # one compile instead of one per eager op
     step = _step_fn(cfg, opt)
     evaluate = _evaluator(cfg)
     initial = evaluate(params, *held)
+    kept = {0: (_keep(params), initial)} if 0 in keep else {}
     batches = _epochs(enc_train, tc.seq_len, tc.batch, np.random.default_rng(tc.seed))
     curve: list[tuple[int, float]] = []
     every = max(tc.steps // 20, 1)
@@ -399,9 +417,13 @@ def _train_loop(cfg: models.ModelConfig, tc: TrainConfig, enc_train, held, progr
         params, opt_state, loss = step(params, opt_state, jnp.asarray(ids), jnp.asarray(mask))
         if i == 0 or i % every == every - 1 or i == tc.steps - 1:
             curve.append((i + 1, float(loss)))  # syncs; only at curve points
-        if i + 1 in held_at and i + 1 < tc.steps:
+        if (i + 1 in held_at or i + 1 in keep) and i + 1 < tc.steps:
             e0 = time.monotonic(), time.process_time()
-            held_curve.append((i + 1, evaluate(params, *held)))
+            loss_here = evaluate(params, *held)
+            if i + 1 in held_at:
+                held_curve.append((i + 1, loss_here))
+            if i + 1 in keep:
+                kept[i + 1] = (_keep(params), loss_here)
             eval_wall += time.monotonic() - e0[0]
             eval_cpu += time.process_time() - e0[1]
         if i == 0:
@@ -414,6 +436,8 @@ def _train_loop(cfg: models.ModelConfig, tc: TrainConfig, enc_train, held, progr
     t_end, c_end = time.monotonic(), time.process_time()
     held_out = evaluate(params, *held)
     held_curve.append((tc.steps, held_out))
+    if tc.steps in keep:
+        kept[tc.steps] = (_keep(params), held_out)
     return _Trained(
         params=params,
         initial=initial,
@@ -423,6 +447,7 @@ def _train_loop(cfg: models.ModelConfig, tc: TrainConfig, enc_train, held, progr
         wall_s=t_end - t0 - eval_wall,
         cpu_s=c_end - c0 - eval_cpu,
         steps_per_s=(tc.steps - 1) / (t_end - t1 - eval_wall) if tc.steps > 1 else 0.0,
+        kept=kept,
     )
 
 
@@ -440,7 +465,30 @@ def train_standin(
     Returns (params as numpy arrays, layers stacked as in `models.transformer`; metrics measured
     on `held_out_lines`). The model's vocabulary is `len(tokenizer)`.
     """
+    params, metrics, _ = train_standin_kept(
+        family, tokenizer, train_lines, held_out_lines, train_cfg, (), progress, shape
+    )
+    return params, metrics
+
+
+def train_standin_kept(
+    family: str,
+    tokenizer,
+    train_lines: Sequence[str],
+    held_out_lines: Sequence[str],
+    train_cfg: TrainConfig,
+    keep_steps: Sequence[int],
+    progress: bool = True,
+    shape: StandinShape = StandinShape(),
+) -> tuple[dict, TrainMetrics, dict[int, tuple[dict, float]]]:
+    """`train_standin`, keeping the params at `keep_steps` (0 = the init, train_cfg.steps = the
+    final params) on the way: (params, metrics, {step: (params, held-out loss in nats/token)}).
+    The params and metrics are those `train_standin` returns (copying params out changes no
+    update); only the wall/CPU times can differ."""
     tc = train_cfg
+    bad = [s for s in keep_steps if isinstance(s, bool) or not isinstance(s, int)]
+    if bad or any(not 0 <= s <= tc.steps for s in keep_steps):
+        raise ValueError(f"keep_steps={list(keep_steps)}; pass whole steps in 0..{tc.steps}")
     if tc.seq_len > shape.n_ctx:
         raise ValueError(f"seq_len={tc.seq_len} exceeds n_ctx={shape.n_ctx}; lower seq_len")
     if not train_lines or not held_out_lines:
@@ -449,7 +497,7 @@ def train_standin(
     enc_train = encode_lines(tokenizer, train_lines)
     held_ids, held_mask = pack(encode_lines(tokenizer, held_out_lines), tc.seq_len, lead_eos=True)
     tr_ids, tr_mask = pack(enc_train, tc.seq_len, lead_eos=True)
-    run = _train_loop(cfg, tc, enc_train, (held_ids, held_mask), progress)
+    run = _train_loop(cfg, tc, enc_train, (held_ids, held_mask), progress, frozenset(keep_steps))
     tail = [loss for s, loss in run.curve if s > 0.9 * tc.steps] or [run.curve[-1][1]]
     metrics = TrainMetrics(
         label=cfg.name,
@@ -477,7 +525,7 @@ def train_standin(
     )
     if progress:
         _say(metrics.summary())
-    return jax.tree_util.tree_map(np.asarray, run.params), metrics
+    return jax.tree_util.tree_map(np.asarray, run.params), metrics, run.kept
 
 
 def _say(msg: str) -> None:
@@ -535,36 +583,50 @@ def _commit(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _save_entry(final: Path, params, metrics: TrainMetrics, hf: dict, tokenizer) -> None:
-    """Write params (orbax), metrics.json, config.json and tokenizer.json into `final`, atomically:
-    all into a temporary folder beside it, renamed into place last."""
+def _write_entry(final: Path, params, files) -> None:
+    """Write params (orbax) and then `files` [(name, () -> text)] in order into `final`,
+    atomically: all into a temporary folder beside it, renamed into place last. The last file
+    marks a complete entry; texts are made only when written, so a failure part-way leaves none."""
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(parents=True)
         ckpt = _checkpointer()
         ckpt.save((tmp / "params").resolve(), params)
         ckpt.wait_until_finished()
-        (tmp / "config.json").write_text(json.dumps(hf, indent=1, sort_keys=True))
-        (tmp / "tokenizer.json").write_text(bpe.to_json(tokenizer), encoding="utf-8")
-        # metrics.json last: an entry with it is complete (the rename is the real commit).
-        (tmp / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=1))
+        for name, text in files:
+            (tmp / name).write_text(text(), encoding="utf-8")
         _commit(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _restore_entry(final: Path) -> tuple[dict, TrainMetrics] | None:
-    """(params, metrics) of a complete cache entry, or None (a broken entry is deleted)."""
-    if not (final / "metrics.json").is_file():
+def _save_entry(final: Path, params, metrics: TrainMetrics, hf: dict, tokenizer) -> None:
+    """Write params (orbax), config.json, tokenizer.json and metrics.json into `final`,
+    atomically (`_write_entry`); metrics.json last: an entry with it is complete."""
+    _write_entry(
+        final,
+        params,
+        [
+            ("config.json", lambda: json.dumps(hf, indent=1, sort_keys=True)),
+            ("tokenizer.json", lambda: bpe.to_json(tokenizer)),
+            ("metrics.json", lambda: json.dumps(metrics.to_dict(), indent=1)),
+        ],
+    )
+
+
+def _restore_entry(final: Path, marker: str = "metrics.json", parse=TrainMetrics.from_dict):
+    """(params, `parse(marker's JSON)`) of a complete cache entry, or None (a broken entry is
+    deleted)."""
+    if not (final / marker).is_file():
         return None
     try:
-        metrics = TrainMetrics.from_dict(json.loads((final / "metrics.json").read_text()))
+        meta = parse(json.loads((final / marker).read_text()))
         params = _checkpointer().restore((final / "params").resolve())
     except Exception:  # noqa: BLE001 - a broken entry is retrained, never trusted
         shutil.rmtree(final, ignore_errors=True)
         return None
-    return params, metrics
+    return params, meta
 
 
 def _tokenizer_cached(cache_dir: Path, lines: Sequence[str], vocab_size: int, progress: bool):
@@ -614,6 +676,20 @@ def _train_all(missing: list[str], train, workers: int) -> dict:
     return {family: train(family) for family in missing}
 
 
+def _corpus(cache_dir, data: DemoCorpus, progress: bool):
+    """(cache folder, training lines, held-out lines, tokenizer) of `data`, the folder made."""
+    cache_dir = Path(cache_dir).expanduser()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    lines = corpus.build_corpus(data.n_lines, data.seed)
+    train_lines, held_out = corpus.split_corpus(lines, data.held_out_frac, data.seed)
+    return (
+        cache_dir,
+        train_lines,
+        held_out,
+        _tokenizer_cached(cache_dir, train_lines, data.vocab_size, progress),
+    )
+
+
 def load_or_train(
     cache_dir: str | os.PathLike,
     families: Sequence[str] = FAMILIES,
@@ -638,11 +714,7 @@ def load_or_train(
     for f in families:
         _check_family(f)
     tc = train_cfg if train_cfg is not None else TrainConfig()
-    cache_dir = Path(cache_dir).expanduser()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    lines = corpus.build_corpus(data.n_lines, data.seed)
-    train_lines, held_out = corpus.split_corpus(lines, data.held_out_frac, data.seed)
-    tok = _tokenizer_cached(cache_dir, train_lines, data.vocab_size, progress)
+    cache_dir, train_lines, held_out, tok = _corpus(cache_dir, data, progress)
     if workers < 1:
         raise ValueError(f"workers={workers}; use a positive number of threads")
     entries = _cached(
@@ -669,3 +741,119 @@ def load_or_train(
         out_models[cfg.name] = models.LoadedModel(cfg, params, tok, cfg.name, None, key)
         out_metrics[cfg.name] = metrics
     return out_models, out_metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Kept steps: the stand-in during training
+
+
+def checkpoint_entry(cache_dir: Path, family: str, key: str, step: int) -> Path:
+    """The cache folder of `family`'s params after `step` training steps: the final entry's
+    name (`<family>-<key>`, `entry_key`) plus the step."""
+    return Path(cache_dir) / f"{family}-{key}-step{step}"
+
+
+def _check_steps(steps: Sequence[int], last: int) -> list[int]:
+    bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, int)]
+    if bad or not steps or any(not 0 <= s <= last for s in steps):
+        raise ValueError(f"steps={list(steps)}; pass one or more whole steps in 0..{last}")
+    return sorted(set(steps))
+
+
+def _same_params(a, b) -> bool:
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Series:
+    """What training one family's kept steps reads (`load_checkpoints` builds it)."""
+
+    cache_dir: Path
+    family: str
+    key: str  # entry_key of the final model
+    tok: object
+    train_lines: list
+    held_out: list
+    tc: TrainConfig
+    shape: StandinShape
+    progress: bool
+
+
+def _train_kept(run: _Series, steps) -> dict[int, tuple[dict, dict]]:
+    """Train `run.family` once, keeping `steps`; save each kept step's entry, and the final entry
+    when it is missing (the same params a run that keeps no step saves). {step: (params, meta)}."""
+    family, tc, shape, tok, key = run.family, run.tc, run.shape, run.tok, run.key
+    params, metrics, kept = train_standin_kept(
+        family, tok, run.train_lines, run.held_out, tc, steps, run.progress, shape
+    )
+    final = run.cache_dir / f"{family}-{key}"
+    hf = standin_hf_config(family, len(tok), shape)
+    cached = _restore_entry(final)
+    if cached is None:
+        _save_entry(final, params, metrics, hf, tok)
+    out = {}
+    for step, (p, loss) in kept.items():
+        meta = {
+            "step": step,
+            "of_steps": tc.steps,
+            "family": family,
+            "label": standin_label(family, shape),
+            "final_key": key,
+            "held_out_loss": loss,  # nats/token on the held-out lines, as TrainMetrics
+            # Whether this run's final params equal the cached final model's, bit for bit (None:
+            # there was none; the final entry was written from this run).
+            "final_params_equal_cached": None
+            if cached is None
+            else _same_params(params, cached[0]),
+        }
+        folder = checkpoint_entry(run.cache_dir, family, key, step)
+        files = [
+            ("config.json", lambda: json.dumps(hf, indent=1, sort_keys=True)),
+            ("checkpoint.json", lambda meta=meta: json.dumps(meta, indent=1)),
+        ]
+        _write_entry(folder, p, files)
+        out[step] = (p, meta)
+    return out
+
+
+def load_checkpoints(
+    cache_dir: str | os.PathLike,
+    family: str,
+    steps: Sequence[int],
+    train_cfg: TrainConfig | None = None,
+    data: DemoCorpus = DemoCorpus(),
+    shape: StandinShape = StandinShape(),
+    progress: bool = True,
+) -> tuple[dict[int, models.LoadedModel], dict[int, dict]]:
+    """`family`'s stand-in after each of `steps` training steps (0 = its init, train_cfg.steps =
+    the final model of `load_or_train`), from `cache_dir` or trained now, once for every missing
+    step, and cached there (`checkpoint_entry`; the final entry too when it is missing).
+
+    Returns ({step: LoadedModel}, {step: the entry's checkpoint.json: step, of_steps, held-out
+    loss, final_params_equal_cached}), by step. Every model has the same config (the stand-in's
+    label as its name, so one compiled function serves them all), `source` "<label> @ step N",
+    `revision` "stepN" and `cache_key` "<key>-stepN".
+    """
+    _check_family(family)
+    tc = train_cfg if train_cfg is not None else TrainConfig()
+    steps = _check_steps(steps, tc.steps)
+    cache_dir, train_lines, held_out, tok = _corpus(cache_dir, data, progress)
+    key = entry_key(family, tok, train_lines, held_out, tc, shape)
+    have = {
+        s: _restore_entry(checkpoint_entry(cache_dir, family, key, s), "checkpoint.json", dict)
+        for s in steps
+    }
+    missing = [s for s in steps if have[s] is None]
+    if missing:
+        if progress:
+            _say(f"training {standin_label(family, shape)}, keeping steps {missing}")
+        run = _Series(cache_dir, family, key, tok, train_lines, held_out, tc, shape, progress)
+        have.update(_train_kept(run, missing))
+    cfg = standin_config(family, len(tok), shape)
+    out = {}
+    for s in steps:
+        params = jax.tree_util.tree_map(jnp.asarray, have[s][0])
+        source = f"{cfg.name} @ step {s}"
+        out[s] = models.LoadedModel(cfg, params, tok, source, f"step{s}", f"{key}-step{s}")
+    return out, {s: have[s][1] for s in steps}

@@ -174,10 +174,26 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"write_json: cannot serialise {type(obj).__name__}")
 
 
+def _relative_paths(obj: Any, base: Path) -> Any:
+    """`obj` with every absolute path (str or Path) inside `base` made relative to `base`, so
+    a run directory can be moved or sent on without its files naming where it once was."""
+    if isinstance(obj, dict):
+        return {k: _relative_paths(v, base) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_relative_paths(v, base) for v in obj]
+    if isinstance(obj, str | Path) and os.path.isabs(obj):
+        p = Path(obj)
+        if p.is_relative_to(base):
+            return p.relative_to(base).as_posix()
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as indented JSON atomically. numpy/jax values, dataclasses, ConfigDicts and
     Paths are converted; NaN and infinities are written as Python's json writes them (NaN,
-    Infinity), which `read_json` reads back."""
+    Infinity), which `read_json` reads back. An absolute path inside the file's own folder is
+    written relative to that folder (a moved run directory stays consistent)."""
+    obj = _relative_paths(obj, Path(path).parent.resolve())
     try:
         text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True)
     except TypeError as e:

@@ -4,6 +4,15 @@ The math (methods, measures, removal kinds, the branch sweep) is `jaxcirc.core.h
 runner tokenises the prompts, runs the screen with the `heads` config section, labels the rows
 and writes scores_<method>.csv, rank_correlation.csv, heatmap_<method>_<measure>.png,
 top_k.json, clean_measures.json and words.json.
+
+Fields added for multiple comparisons (projection measure; None for logit_diff), in every
+scores_<method>.csv row and in top_k.json's lists: p_max_null (the head's score against the
+max over all heads of the map on each of `n_random` random unit directions: family-wise p over
+the heads), clears_max_null (p_max_null <= 1 - level), max_null_hi (the level quantile of that
+max: the max-stat threshold), and p_min_null / clears_min_null / min_null_lo (the same for
+suppressive heads, with the min), n_null. top_k.json also holds per list "null" (threshold and
+n_null), n_clear_max_null / n_clear_min_null (heads clearing it) and n_heads; its "ci" says the
+CIs are per head, not adjusted.
 """
 
 from __future__ import annotations
@@ -65,7 +74,9 @@ def prepare_prompts(
 def screen_settings(cfg: ml_collections.ConfigDict) -> core.ScreenSettings:
     """The `heads` section's screen settings (methods, kinds, batch size, row strategy)."""
     rows = core.RowStrategy(cfg.strategy, cfg.chunk)
-    return core.ScreenSettings(tuple(cfg.methods), tuple(cfg.kinds), cfg.batch_size, rows)
+    return core.ScreenSettings(
+        tuple(cfg.methods), tuple(cfg.kinds), cfg.batch_size, rows, cfg.grad_chunk
+    )
 
 
 def _check_inputs(emotional_prompts, neutral_prompts, vectors, cfg) -> core.ScreenSettings:
@@ -134,6 +145,14 @@ _DEFINITION = {
     "attribution": "mean over the emotion's prompts of sum_pos grad_z m . (z - z_ref)",
 }
 
+_NULL_TEXT = (
+    "projection only: each head's score against the best head's (max over all heads of the "
+    "map) score on each of {n} random unit directions (seed {seed}), scored the same way on "
+    "the same prompts; p_max_null = (1 + #directions whose best head >= the score) / (1 + {n}) "
+    "is family-wise over the heads; clears_max_null: p_max_null <= {alpha:.2f}; p_min_null / "
+    "clears_min_null: the same with the min (suppressive heads); logit_diff: no null (null)"
+)
+
 _COLUMNS = (
     "model",
     "method",
@@ -149,6 +168,13 @@ _COLUMNS = (
     "n_prompts",
     "random_dir_lo",
     "random_dir_hi",
+    "p_max_null",
+    "clears_max_null",
+    "max_null_hi",
+    "p_min_null",
+    "clears_min_null",
+    "min_null_lo",
+    "n_null",
     "vector",
     "seed",
     "definition",
@@ -198,7 +224,16 @@ def write_head_outputs(out_dir, rows, correlations, top, screen, word_ids, cfg, 
     files["rank_correlation"] = artifacts.write_csv(out / "rank_correlation.csv", correlations)
     files["top_k"] = artifacts.write_json(
         out / "top_k.json",
-        {"k": cfg.top_k, "model": label, "score": "support: m(clean) - m(removed)", "lists": top},
+        {
+            "k": cfg.top_k,
+            "model": label,
+            "score": "support: m(clean) - m(removed), mean over the emotion's prompts",
+            "ci": f"{cfg.level:.0%} bootstrap CI over prompts, per head (not adjusted)",
+            "null": _NULL_TEXT.format(n=cfg.n_random, seed=cfg.seed, alpha=1.0 - cfg.level),
+            "n_null": cfg.n_random,
+            "level": cfg.level,
+            "lists": top,
+        },
     )
     files["clean_measures"] = artifacts.write_json(
         out / "clean_measures.json",

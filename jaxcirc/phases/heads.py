@@ -5,8 +5,19 @@ circuits, MLP neurons, and generation under head edits (top heads and the study'
 
 `section` holds `heads` (the screen's settings) and, when enabled, `circuits`, `neurons` and
 `generation` (see jaxcirc.study.phase_sections). Each part is its own runner
-(head_screen, circuits, neurons, head_generation); this module runs them in order, the later
-ones reading the screen's rows, and labels every score with the vectors and model it used.
+(head_screen, circuits, neurons, head_generation); this module runs them in order (the
+generation choosing its top heads from the screen's per-prompt scores on half of each
+emotion's prompts) and labels every score with the vectors and model it used.
+
+The summary (heads/<model>/summary.json): "top" (the screen's top-k lists with the
+max-over-heads null, as top_k.json), "correlations" (method rank correlations), "files";
+"circuits": per search, circuits.json's record (held-out joint / sum / interaction with CIs,
+search-half joint, the null search's band, p and n per k); "neurons": "summary" (exact vs
+attribution on the shortlist and on a random sample), "top" (top neurons with the
+max-over-neurons null), "files"; "generation": generation/summary.json's content (per named
+set, e.g. L0H0, and per top set: effect, CI, control band, control mean and its two-level
+CI, diff_vs_control, p_vs_control, beyond_control, n_control_sets, n_prompts). Per-prompt
+arrays and the neuron score maps stay in the part's files.
 """
 
 from __future__ import annotations
@@ -23,7 +34,9 @@ from jaxcirc.phases import circuits, head_generation, head_screen, neurons
 
 NAME = "heads"
 # Bump when the phase's outputs change meaning: every run then recomputes it.
-VERSION = 1
+# 2: selection-aware controls (max-over-heads / max-over-neurons nulls, held-out circuits
+# with a null search, held-out top-k sets and more control sets in generation).
+VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,18 +52,6 @@ class Inputs:
     vectors: Mapping[str, Any]
 
 
-def _jsonable(obj):
-    """A part's result as something json can hold (dataclasses, arrays, paths)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-        keep = ("rows", "top", "summary", "files", "sets", "effects")
-        obj = {k: v for k, v in obj.items() if k in keep}
-    try:
-        return to_jsonable(obj)
-    except Exception:  # noqa: BLE001 - the files on disk are the record; the summary is a pointer
-        return str(type(obj).__name__)
-
-
 def _labelled(section, part: str, named: dict) -> ml_collections.ConfigDict:
     """The part's settings with the vectors and model labels filled in where it has them."""
     d = section[part].to_dict()
@@ -59,7 +60,7 @@ def _labelled(section, part: str, named: dict) -> ml_collections.ConfigDict:
 
 
 def run(inputs: Inputs, section: ml_collections.ConfigDict, out_dir: Path) -> dict:
-    """Screen every head, then run the enabled parts; returns the phase summary."""
+    """Screen every head, then run the enabled parts; returns the phase summary (module doc)."""
     hs = section.heads
     # Every score row says which vectors its projection measure used.
     named = {
@@ -76,29 +77,30 @@ def run(inputs: Inputs, section: ml_collections.ConfigDict, out_dir: Path) -> di
         "files": {k: str(v) for k, v in res.files.items()},
     }
     if "circuits" in section:
-        summary["circuits"] = _jsonable(
-            circuits.run_circuits(
-                m,
-                emotional,
-                neutral,
-                vecs,
-                _labelled(section, "circuits", named),
-                out_dir / "circuits",
-                screen_rows=res.rows,
-                word_ids=res.word_ids,
-                tokenize_cfg=hs,
-            )
+        found = circuits.run_circuits(
+            m,
+            emotional,
+            neutral,
+            vecs,
+            _labelled(section, "circuits", named),
+            out_dir / "circuits",
+            word_ids=res.word_ids,
+            tokenize_cfg=hs,
         )
+        summary["circuits"] = [circuits.result_json(r) for r in found]
     if "neurons" in section:
         ncfg = _labelled(section, "neurons", named)
         out = neurons.run_neurons(
             m, emotional, neutral, vecs, ncfg, out_dir / "neurons", word_ids=res.word_ids
         )
-        summary["neurons"] = _jsonable(out)
+        keep = ("summary", "top", "files")
+        summary["neurons"] = to_jsonable({k: out[k] for k in keep})
     if "generation" in section:
         gcfg = _labelled(section, "generation", named)
-        out = head_generation.run_head_generation(
-            m, emotional, neutral, gcfg, out_dir / "generation", screen_rows=res.rows
+        rows = head_generation.run_head_generation(
+            m, emotional, neutral, gcfg, out_dir / "generation", screen=res.screen
         )
-        summary["generation"] = _jsonable(out)
-    return summary
+        summary["generation"] = head_generation.summary(
+            rows, gcfg, gcfg.model_label, list(gcfg.named_sets)
+        )
+    return to_jsonable(summary)

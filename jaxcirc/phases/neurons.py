@@ -36,9 +36,28 @@ class _Run:
     label: str
 
 
-def _top_tables(run: _Run, scores) -> tuple[dict, list[dict]]:
+def _nulls(run: _Run, mu) -> dict[str, np.ndarray]:
+    """Per method: every neuron's mean score on each of the readout's random unit directions,
+    per emotion `[kind, emotion, layers, d_mlp, R]` (projection measure's null)."""
+    if run.readout.random.shape[0] == 0:
+        return {}
+    emo = run.prompts.emotion_index
+    n_emotions = len(run.readout.emotions)
+    weights = np.stack([(emo == e) / max(1, (emo == e).sum()) for e in range(n_emotions)])
+    mc, params = run.model.config, run.model.params
+    args = (run.prompts.tokens, run.prompts.mask, mu, run.readout.random, jnp.asarray(weights))
+    lr = (run.layers.start, run.layers.stop)
+    return {
+        "direct": np.asarray(core.neuron_direct_null(mc, params, *args, lr)),
+        "attribution": np.asarray(
+            core.neuron_attribution_null(mc, params, *args, lr, run.ncfg.grad_chunk)
+        ),
+    }
+
+
+def _top_tables(run: _Run, scores, nulls) -> tuple[dict, list[dict]]:
     """Per (method, measure, kind, emotion): the mean score of every neuron (the npz arrays)
-    and the labelled top-k rows with CIs."""
+    and the labelled top-k rows with CIs and (projection) the max-over-neurons null."""
     c, lr = run.ncfg, run.layers
     arrays, top_rows = {}, []
     for (method, measure), v in scores.items():
@@ -52,45 +71,76 @@ def _top_tables(run: _Run, scores) -> tuple[dict, list[dict]]:
                 labels = {"model": run.label, "method": method, "measure": measure}
                 labels.update(ablation=kind, emotion=e)
                 vector = c.vector_label if measure == "projection" else "logit words"
-                for r in core.top_neurons(vals, c.top_k, c.n_boot, c.seed, c.level, lr.start):
+                null = nulls[method][ki, ei] if measure == "projection" and nulls else None
+                top = core.top_neurons(vals, c.top_k, c.n_boot, c.seed, c.level, lr.start, null)
+                for r in top:
                     row = {**labels, **r, "n_prompts": int(sel.sum()), "seed": c.seed}
                     top_rows.append({**row, "vector": vector})
     return arrays, top_rows
 
 
+_SETS = {
+    "shortlist": "the n_exact best neurons by attribution on the same prompts (selected by "
+    "attribution: biased toward agreement)",
+    "random_sample": "n_exact neurons drawn uniformly from the layer range (seeded; not "
+    "selected: the unbiased agreement)",
+}
+
+
+def _agreement(exact_mean, attr_mean, seed: int) -> dict | None:
+    """Rank correlation of exact vs attribution over one set of neurons (None under 3)."""
+    if len(exact_mean) < 3:
+        return None
+    return heads.rank_correlation(exact_mean, attr_mean, n_perm=500, seed=seed)
+
+
 def _exact_for_emotion(run: _Run, ei: int, attr, refs, out: Path):
-    """The exact shortlist of one emotion: labelled rows, its rank-correlation summary (None
-    under 3 neurons) and its bar plot's path."""
+    """The exact effects of one emotion's shortlist and random sample (one sweep): labelled
+    rows, the rank-correlation summary of each set, and the shortlist's bar plot's path."""
     c, e, lr = run.ncfg, run.readout.emotions[ei], run.layers
     mc, params = run.model.config, run.model.params
     sel = run.prompts.emotion_index == ei
     kind_i = heads.KINDS.index(run.kinds[0])
-    short = core.shortlist(attr[kind_i, lr.start : lr.stop][..., sel].mean(-1), c.n_exact, lr.start)
+    sets = {
+        "shortlist": core.shortlist(
+            attr[kind_i, lr.start : lr.stop][..., sel].mean(-1), c.n_exact, lr.start
+        ),
+        "random_sample": core.random_sample(lr, mc.d_mlp, c.n_exact, c.seed + 1 + ei),
+    }
+    swept = tuple(dict.fromkeys(sets["shortlist"] + sets["random_sample"]))
     on = heads.Prompts(run.prompts.tokens[sel], run.prompts.mask[sel])
     target = heads.Target(run.readout, ei, c.measure)
-    exact = core.exact_effects(mc, params, on, refs, short, target, c.chunk)  # [n, kind, n_e]
-    rows = [
-        {
-            **{"model": run.label, "measure": c.measure, "ablation": kind, "emotion": e},
-            **{"layer": layer, "neuron": i, "exact": float(exact[j, ki].mean())},
-            "attribution": float(attr[ki, layer, i][sel].mean()),
-            "n_prompts": int(sel.sum()),
+    exact = core.exact_effects(mc, params, on, refs, swept, target, c.chunk)  # [n, kind, n_e]
+    row_of = {nr: j for j, nr in enumerate(swept)}
+    rows, summary = [], {"kind": run.kinds[0]}
+    for name, neurons in sets.items():
+        for layer, i in neurons:
+            for ki, kind in enumerate(heads.KINDS):
+                if kind not in run.kinds:
+                    continue
+                rows.append(
+                    {
+                        **{"model": run.label, "measure": c.measure, "ablation": kind},
+                        **{"emotion": e, "set": name, "layer": layer, "neuron": i},
+                        "exact": float(exact[row_of[(layer, i)], ki].mean()),
+                        "attribution": float(attr[ki, layer, i][sel].mean()),
+                        "n_prompts": int(sel.sum()),
+                    }
+                )
+        ex = np.array([exact[row_of[nr], kind_i].mean() for nr in neurons])
+        at = np.array([attr[kind_i, a, b][sel].mean() for a, b in neurons])
+        summary[name] = {
+            "exact_vs_attribution": _agreement(ex, at, c.seed),
+            "n_neurons": len(neurons),
+            "how": _SETS[name],
         }
-        for j, (layer, i) in enumerate(short)
-        for ki, kind in enumerate(heads.KINDS)
-        if kind in run.kinds
-    ]
-    summary = None
-    if len(short) >= 3:
-        attr_short = np.array([attr[kind_i, a, b][sel].mean() for a, b in short])
-        rc = heads.rank_correlation(exact[:, kind_i].mean(-1), attr_short, n_perm=500, seed=c.seed)
-        summary = {"exact_vs_attribution": rc, "kind": run.kinds[0], "n_neurons": len(short)}
+    short = sets["shortlist"][:10]
     fig = plots.bar_with_ci(
-        [f"L{a}N{b}" for a, b in short[:10]],
+        [f"L{a}N{b}" for a, b in short],
         {
-            "exact": (exact[:10, kind_i].mean(-1), None, None),
+            "exact": (np.array([exact[row_of[nr], kind_i].mean() for nr in short]), None, None),
             "attribution": (
-                np.array([attr[kind_i, a, b][sel].mean() for a, b in short[:10]]),
+                np.array([attr[kind_i, a, b][sel].mean() for a, b in short]),
                 None,
                 None,
             ),
@@ -103,22 +153,23 @@ def _exact_for_emotion(run: _Run, ei: int, attr, refs, out: Path):
 
 
 def _exact_tables(run: _Run, attr, mu, out: Path) -> tuple[list[dict], dict, dict]:
-    """Every emotion's exact shortlist: rows, rank-correlation summary per emotion, and the
-    files written (bar plots, neurons_exact.csv, neurons_summary.json)."""
+    """Every emotion's exact shortlist and random sample: rows, rank-correlation summaries per
+    emotion, and the files written (bar plots, neurons_exact.csv, neurons_summary.json)."""
     refs = jnp.stack([jnp.zeros_like(mu), mu])
     exact_rows, summary, files = [], {}, {}
     for ei, e in enumerate(run.readout.emotions):
-        rows, rc, files[f"bar_{e}"] = _exact_for_emotion(run, ei, attr, refs, out)
+        rows, summary[e], files[f"bar_{e}"] = _exact_for_emotion(run, ei, attr, refs, out)
         exact_rows += rows
-        if rc is not None:
-            summary[e] = rc
     files["exact_csv"] = artifacts.write_csv(out / "neurons_exact.csv", exact_rows)
     files["summary"] = artifacts.write_json(
         out / "neurons_summary.json",
         {
-            "what": "rank correlation of exact removal vs attribution over each emotion's shortlist",
+            "what": "rank correlation of exact removal vs attribution, per emotion, over the "
+            "shortlist (selected by attribution: biased) and over a random sample (unbiased)",
             "model": run.label,
             "layers": [run.layers.start, run.layers.stop],
+            "n_exact": run.ncfg.n_exact,
+            "seed": run.ncfg.seed,
             "values": summary,
         },
     )
@@ -144,7 +195,7 @@ def run_neurons(
     if word_ids is None:
         words = logit_words or lexicon.EMOTION_LOGIT_WORDS
         word_ids = word_token_ids(model.tokenizer, {e: tuple(words[e]) for e in emotional_prompts})
-    readout = heads.make_readout(mc, vectors, word_ids, 0, ncfg.seed)
+    readout = heads.make_readout(mc, vectors, word_ids, ncfg.n_random, ncfg.seed)
     p = prepare_prompts(model, emotional_prompts, ncfg.prepend_bos, ncfg.max_len)
     n_toks = model.tokenize(
         list(neutral_prompts), prepend_bos=ncfg.prepend_bos, max_len=ncfg.max_len
@@ -155,7 +206,7 @@ def run_neurons(
     kinds = [k for k in heads.KINDS if k in ncfg.kinds]
     label = ncfg.model_label or mc.name or mc.family
     run = _Run(model, ncfg, readout, prompts, lr, kinds, label)
-    arrays, top_rows = _top_tables(run, scores)
+    arrays, top_rows = _top_tables(run, scores, _nulls(run, mu))
     out = Path(out_dir)
     files = {
         "scores_npz": artifacts.write_npz(

@@ -6,9 +6,11 @@ probes with theirs, and per-layer emotion subspaces; one model's activations in,
 Files written to out_dir (every number says its method, centring, layer and seed):
 
 - `cosines.csv`: long format, one row per method x centring x layer x class pair (a < b), the
-  cosine beside its label-shuffle null (mean and central band) and n_perm, seed.
-- `probe.csv`: shrinkage-LDA accuracy per layer per feature, with the shuffle null (mean, band,
-  95th percentile) and chance; layer 0 is labelled "embeddings (lexical baseline)".
+  cosine beside its label-shuffle null (mean and central band), its prompt-bootstrap CI
+  (ci_lo, ci_hi; each class resampled within itself, n_boot) and n_perm, seed.
+- `probe.csv`: shrinkage-LDA accuracy per layer per feature with its prompt-bootstrap CI, the
+  shuffle null (mean, band, 95th percentile), chance, and layer 0's accuracy beside every layer
+  (`layer0_lexical_baseline`); layer 0 is labelled "embeddings (lexical baseline)".
 - `emotion_vectors.npz`: `vectors__<method>__<centre>` `[layer + 1, 4, d_model]` in
   `dataset.EMOTIONS` order (under centre "neutral" the neutral row is zero), plus `classes`.
 - `subspaces.npz`: `basis__<method>` `[layer + 1, d_model, k]`: per layer, the top-k principal
@@ -18,6 +20,25 @@ Files written to out_dir (every number says its method, centring, layer and seed
   `cosine_lines_<method>_<centre>.png` (the three emotion pairs vs layer, null band dashed),
   `probe.png` (accuracy vs layer with the null band and chance).
 - `summary.json`: what `run_vectors` returns.
+
+The summary fields the report's opening conclusions read (every figure with its layer, n, CI and
+null; nothing here is a verdict):
+
+- `headline.token_vs_sentence_end` ("token vectors extract emotion better than sentence-end
+  ones"): `figure` = probe accuracy on span-token means minus on last tokens, mean over block
+  layers 1..L (no layer is chosen), `ci` (prompt bootstrap, probes fixed), `null_band` and
+  `p_value` (paired sign flip: the two features' per-prompt hits swapped at random), `layers`,
+  `per_layer`, `n`, `n_boot`, `n_perm`, `level`; `layer0` the same difference at the embeddings
+  (lexical baseline); `accuracy_mean_over_blocks` of each feature; `cosines` {method: {centre:
+  {last_layer, layer0}}} with each pair's cosine, null band and CI. `figure` is None (with a
+  `reason`) when either probe feature was not run.
+- `cosines[method][centre]`: `last_layer` (layer named; the study never named one), `layer0`
+  (the embeddings: the lexical baseline the token-method cosines are read against),
+  `mean_over_layers`; `best_layer` None (no best layer is named for cosines).
+- `probe[feature]`: `best_layer` (argmax over blocks 1..L), `accuracy`, `ci`, `null_p95` (at
+  that layer), `max_null` {mean, lo, hi, p_value, p_floor, n} (the max over the same layers of each
+  shuffle draw: the selection-aware null), `beats_max_null`, `argmax_shares` {layer: share of
+  bootstrap resamples picking it}, `layer0_lexical_baseline`, `chance`, `n`, `n_perm`, `n_boot`.
 
 Positions: "sentence_end" reads each prompt's last real token; "token" the tokens of the record's
 spans (emotion words; neutral: form-matched anchors); "token_delta" the change h[t] - h[t-1] at
@@ -35,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxcirc.core import probe, vectors
+from jaxcirc.core.stats import percentile_band
 from jaxcirc.core.subspace import emotion_subspaces
 from jaxcirc.core.vectors import emotion_class_vectors, method_inputs
 from jaxcirc.data import dataset
@@ -45,7 +67,7 @@ from jaxcirc.report import plots
 
 NAME = "vectors"
 # Bump when the phase's outputs change meaning: every run then recomputes it.
-VERSION = 1
+VERSION = 2
 
 PAIRS = (("gratitude", "anger"), ("gratitude", "apology"), ("anger", "apology"))
 PROBE_FEATURES = ("sentence_end", "span_mean")
@@ -88,8 +110,11 @@ def _cosine_rows(acts: Activations, res: vectors.CosineResult, cfg, names) -> li
                         "null_mean": float(res.null_mean[li, a, b]),
                         "null_lo": float(res.null_lo[li, a, b]),
                         "null_hi": float(res.null_hi[li, a, b]),
+                        "ci_lo": float(res.ci_lo[li, a, b]),
+                        "ci_hi": float(res.ci_hi[li, a, b]),
                         "level": cfg.level,
                         "n_perm": cfg.n_perm,
+                        "n_boot": res.n_boot,
                         "seed": cfg.seed,
                     }
                 )
@@ -112,6 +137,7 @@ def _cosine_result(acts: Activations, cfg, method: str, centre: str, summary):
             n_perm=cfg.n_perm,
             seed=cfg.seed,
             level=cfg.level,
+            n_boot=cfg.n_boot,
         )
     except ValueError as e:
         # e.g. token_delta when every span of a class starts the prompt (no h[t-1])
@@ -147,15 +173,19 @@ def _cosines(acts, cfg, out_dir, names, summary, files):
         files["emotion_vectors"] = "emotion_vectors.npz"
 
 
-def _pair_values(res, li_or_slice, a, b):
+def _pair_values(res, li_or_slice, a, b, with_ci: bool = True):
+    """One pair's cosine, null band (and CI) at a layer, or their means over a layer slice."""
     i, j = res.class_names.index(a), res.class_names.index(b)
     out = {}
-    for key, arr in (
+    arrays = [
         ("cosine", res.matrix),
         ("null_mean", res.null_mean),
         ("null_lo", res.null_lo),
         ("null_hi", res.null_hi),
-    ):
+    ]
+    if with_ci and res.ci_lo is not None:
+        arrays += [("ci_lo", res.ci_lo), ("ci_hi", res.ci_hi)]
+    for key, arr in arrays:
         out[key] = float(np.mean(arr[li_or_slice, i, j]))
     finite = all(np.isfinite(v) for v in out.values())
     # None: a zero class vector (no difference at this layer) has no cosine
@@ -166,6 +196,9 @@ def _pair_values(res, li_or_slice, a, b):
 
 
 def _cosine_headline(res) -> dict:
+    """The summary's cosines of one method x centre: at the last layer (named; the study never
+    said which layer its cosines are from), at layer 0 (the embeddings: the lexical baseline the
+    same cosine has before any block), and the mean over the block layers."""
     last = res.matrix.shape[0] - 1
     blocks = slice(1, last + 1)
     return {
@@ -176,15 +209,27 @@ def _cosine_headline(res) -> dict:
         }[res.method],
         "last_layer": {
             "layer": last,
+            "layer_note": "the last layer (final residual, before the final layer norm); the "
+            "study does not say which layer its cosines are from",
             "pairs": {f"{a}-{b}": _pair_values(res, last, a, b) for a, b in PAIRS},
+        },
+        "layer0": {
+            "layer": 0,
+            "layer_note": "embeddings (token + position): the lexical baseline",
+            "pairs": {f"{a}-{b}": _pair_values(res, 0, a, b) for a, b in PAIRS},
         },
         "mean_over_layers": {
             "layers": f"1..{last} (block outputs; layer 0 = embeddings excluded)",
             "null_band_note": "mean over layers of the per-layer band bounds, not the band of "
-            "the layer mean",
-            "pairs": {f"{a}-{b}": _pair_values(res, blocks, a, b) for a, b in PAIRS},
+            "the layer mean; no CI for the mean",
+            "pairs": {f"{a}-{b}": _pair_values(res, blocks, a, b, False) for a, b in PAIRS},
         },
+        "best_layer": None,
+        "best_layer_note": "no best layer is named for cosines",
         "n_perm": res.n_perm,
+        "n_boot": res.n_boot,
+        "level": res.level,
+        "ci_what": f"prompt bootstrap within each class, {res.n_boot} resamples, seed {res.seed}",
         "seed": res.seed,
     }
 
@@ -240,9 +285,10 @@ def _cosine_lines(acts, res, cfg, path) -> str:
     return path.name
 
 
-def _probe_rows(acts: Activations, feature: str, res, null, band, names, cfg) -> list[dict]:
-    """probe.csv rows of one feature, one per layer; band = (lo, hi) `[layer + 1]` of the null."""
-    lo, hi = band
+def _probe_rows(acts: Activations, feature: str, res, null, bands, names, cfg) -> list[dict]:
+    """probe.csv rows of one feature, one per layer; bands = ((lo, hi) of the null, (lo, hi) of
+    the accuracy's prompt-bootstrap CI), each `[layer + 1]`."""
+    (lo, hi), (ci_lo, ci_hi) = bands
     return [
         {
             "model": acts.model_label,
@@ -250,6 +296,9 @@ def _probe_rows(acts: Activations, feature: str, res, null, band, names, cfg) ->
             "layer": li,
             "layer_name": names[li],
             "accuracy": float(res.accuracy[li]),
+            "ci_lo": float(ci_lo[li]),
+            "ci_hi": float(ci_hi[li]),
+            "layer0_lexical_baseline": float(res.accuracy[0]),
             "null_mean": float(null.mean[li]),
             "null_lo": float(lo[li]),
             "null_hi": float(hi[li]),
@@ -258,6 +307,7 @@ def _probe_rows(acts: Activations, feature: str, res, null, band, names, cfg) ->
             "n": res.n,
             "n_folds": res.n_folds,
             "n_perm": null.n_perm,
+            "n_boot": cfg.n_boot,
             "shrinkage_used": float(res.shrinkage_used[li]),
             "seed": cfg.seed,
         }
@@ -265,22 +315,37 @@ def _probe_rows(acts: Activations, feature: str, res, null, band, names, cfg) ->
     ]
 
 
-def _probe_headline(res, null, names, cfg) -> dict:
-    """The summary's figures of one feature: the best block layer (1..L) beside layer 0."""
-    blocks = res.accuracy[1:]
-    best = int(np.argmax(blocks)) + 1 if blocks.size else 0
+def _probe_headline(res, null, labels, names, cfg) -> dict:
+    """The summary's figures of one feature: the best block layer (1..L) with its CI, the
+    selection-aware null (the max over the same layers of each shuffle draw) and the share of
+    bootstrap resamples that pick each layer, beside layer 0 (the lexical baseline)."""
+    cand = list(range(1, res.accuracy.shape[0])) or [0]
+    b = probe.best_layer(res, null, labels, cand, cfg.n_boot, cfg.seed, cfg.level)
+    best = b.layer
+    mx, (mlo, mhi) = b.vs_max_null, b.max_null_band
     return {
         "best_layer": best,
         "best_layer_name": names[best],
-        "accuracy": float(res.accuracy[best]),
+        "accuracy": b.accuracy,
+        "ci": list(b.ci),
         "null_mean": float(null.mean[best]),
         "null_p95": float(null.p95[best]),
+        "max_null": {"mean": float(mx.null_max.mean()), "lo": mlo, "hi": mhi, "p_value": mx.p}
+        | {
+            "p_floor": mx.p_floor,
+            "n": mx.n,
+            "what": "max over the same layers of each label-shuffle draw's probe accuracy",
+        },
+        "beats_max_null": bool(b.accuracy > mhi),
+        "argmax_shares": {str(k): v for k, v in b.argmax_shares.items()},
         "chance": res.chance,
         "layer0_lexical_baseline": float(res.accuracy[0]),
         "best_over": "layers 1..L (block outputs); layer 0 reported separately",
         "n": res.n,
         "n_folds": res.n_folds,
         "n_perm": null.n_perm,
+        "n_boot": cfg.n_boot,
+        "level": cfg.level,
         "seed": cfg.seed,
     }
 
@@ -304,9 +369,9 @@ def _probe_plot(acts: Activations, cfg, series: dict, dashed: list, path: Path) 
     return path.name
 
 
-def _probe(acts, cfg, out_dir, names, summary, files):
-    rows, series, dashed = [], {}, []
-    alpha = 100.0 * (1.0 - cfg.level) / 2.0
+def _probe(acts, cfg, out_dir, names, summary, files) -> dict:
+    """probe.csv, probe.png and summary["probe"]; returns {feature: ProbeResult}."""
+    rows, series, dashed, results = [], {}, [], {}
     for feature in cfg.probe_features:
         x = sentence_end(acts) if feature == "sentence_end" else span_mean(acts)
         res = probe.probe_accuracy(
@@ -315,16 +380,77 @@ def _probe(acts, cfg, out_dir, names, summary, files):
         null = probe.probe_shuffle_null(
             x, acts.labels, cfg.probe_folds, cfg.probe_n_perm, cfg.seed, cfg.probe_shrinkage
         )
-        lo, hi = np.percentile(null.samples, [alpha, 100.0 - alpha], axis=0)
-        rows += _probe_rows(acts, feature, res, null, (lo, hi), names, cfg)
-        summary["probe"][feature] = _probe_headline(res, null, names, cfg)
+        band = percentile_band(null.samples, cfg.level)
+        ci = percentile_band(
+            probe.accuracy_samples(res, acts.labels, cfg.n_boot, cfg.seed), cfg.level
+        )
+        rows += _probe_rows(acts, feature, res, null, (band, ci), names, cfg)
+        summary["probe"][feature] = _probe_headline(res, null, acts.labels, names, cfg)
         series[f"{feature} accuracy"] = (res.accuracy, None, None)
-        series[f"{feature} shuffle null"] = _band(null.mean, lo, hi)
+        series[f"{feature} shuffle null"] = _band(null.mean, *band)
         dashed.append(f"{feature} shuffle null")
+        results[feature] = res
     artifacts.write_csv(out_dir / "probe.csv", rows)
     files["probe"] = "probe.csv"
     if cfg.plots:
         files["probe_plot"] = _probe_plot(acts, cfg, series, dashed, out_dir / "probe.png")
+    return results
+
+
+def _token_vs_sentence_end(acts, cfg, results: dict, summary) -> dict:
+    """The headline "do token vectors extract emotion better than sentence-end ones?": probe
+    accuracy on span_mean minus on sentence_end features (same prompts and folds), mean over
+    the block layers, with its CI and paired null; the cosines of both methods beside it."""
+    out: dict = {
+        "question": "do token (span) features separate the four classes better than "
+        "sentence-end ones?",
+        "measure": f"{cfg.probe_folds}-fold shrinkage-LDA probe accuracy (4 classes) on the "
+        "span-token mean minus on the last token, mean over block layers 1..L (no layer "
+        "chosen)",
+    }
+    if not {"sentence_end", "span_mean"} <= set(results):
+        return out | {"figure": None, "reason": "needs probe_features sentence_end and span_mean"}
+    tok, end = results["span_mean"], results["sentence_end"]
+    last = tok.accuracy.shape[0] - 1
+    blocks = list(range(1, last + 1)) or [0]
+    c = probe.compare_features(
+        tok, end, acts.labels, blocks, cfg.n_boot, cfg.n_boot, cfg.seed, cfg.level
+    )
+    c0 = probe.compare_features(
+        tok, end, acts.labels, [0], cfg.n_boot, cfg.n_boot, cfg.seed, cfg.level
+    )
+    return out | {
+        "figure": c.figure,
+        "ci": list(c.ci),
+        "null_band": [c.null_lo, c.null_hi],
+        "null_what": "paired sign flip: each prompt's span and last-token hits swapped at random",
+        "p_value": c.p_value,
+        "layers": c.layers,
+        "per_layer": c.per_layer,
+        "layer0": {"figure": c0.figure, "ci": list(c0.ci), "null_band": [c0.null_lo, c0.null_hi]}
+        | {"note": "layer 0 = embeddings: the same difference before any block (lexical)"},
+        "accuracy_mean_over_blocks": {
+            "span_mean": float(tok.hits[blocks].mean()),
+            "sentence_end": float(end.hits[blocks].mean()),
+        },
+        "cosines": _headline_cosines(summary),
+        "n": c.n,
+        "n_boot": c.n_boot,
+        "n_perm": c.n_perm,
+        "level": c.level,
+        "seed": c.seed,
+    }
+
+
+def _headline_cosines(summary) -> dict:
+    """{method: {centre: the last-layer and layer-0 emotion-pair cosines}} for the headline."""
+    return {
+        method: {
+            centre: {"last_layer": h["last_layer"], "layer0": h["layer0"]}
+            for centre, h in by_centre.items()
+        }
+        for method, by_centre in summary["cosines"].items()
+    }
 
 
 def _subspaces(acts, cfg, out_dir, summary, files):
@@ -358,8 +484,9 @@ def run_vectors(acts: Activations, cfg, out_dir: str | Path) -> dict:
     activations; writes the files listed in the module docstring and returns the summary:
 
     {"model", "n", "n_per_class", "prepend_bos", "layers", "cosines": {method: {centre:
-    {"last_layer": {...}, "mean_over_layers": {...}}}}, "probe": {feature: {...}},
-    "subspace": {...}, "skipped": [...], "files": {name: filename}, "config": {...}}
+    {"last_layer": {...}, "layer0": {...}, "mean_over_layers": {...}}}}, "probe": {feature:
+    {...}}, "headline": {"token_vs_sentence_end": {...}}, "subspace": {...}, "skipped": [...],
+    "files": {name: filename}, "config": {...}} (fields: module docstring)
     """
     _check_config(cfg)
     out_dir = Path(out_dir)
@@ -384,7 +511,10 @@ def run_vectors(acts: Activations, cfg, out_dir: str | Path) -> dict:
     }
     files: dict[str, str] = {}
     _cosines(acts, cfg, out_dir, names, summary, files)
-    _probe(acts, cfg, out_dir, names, summary, files)
+    results = _probe(acts, cfg, out_dir, names, summary, files)
+    summary["headline"] = {
+        "token_vs_sentence_end": _token_vs_sentence_end(acts, cfg, results, summary)
+    }
     _subspaces(acts, cfg, out_dir, summary, files)
     summary["files"] = {**files, "summary": "summary.json"}
     artifacts.write_json(out_dir / "summary.json", summary)

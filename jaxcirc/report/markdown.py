@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jaxcirc.infra import artifacts
-from jaxcirc.report import cross_model, heads, representation, steering
+from jaxcirc.report import conclusions, cross_model, differences, heads, representation, steering
 from jaxcirc.report.format import read_json
 
 
@@ -60,7 +60,11 @@ def write_report(root: Path, cfg, labels: Sequence[str]) -> Path:
     root = Path(root)
     labels = list(labels)
     lines = _header(cfg, labels)
+    info = read_json(root / "models.json") or {}
+    depth = {label: int(m.get("n_layers", 0)) for label, m in info.items()}
+    lines += conclusions.section_conclusions(root, labels, depth)
     lines += _models_section(root)
+    lines += differences.section_differences(cfg, labels)
     lines += representation.section_dataset(root, cfg)
     lines += representation.section_vectors(root, labels)
     lines += representation.section_alignment(root)

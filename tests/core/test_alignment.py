@@ -166,3 +166,129 @@ def test_bad_inputs_raise_value_error():
         alignment.fit_linear(np.ones((5, 2)), np.ones((5, 2)), ridge=-1.0)
     with pytest.raises(ValueError, match="constant"):
         alignment.linear_cka(np.ones((5, 2)), np.random.default_rng(0).normal(size=(5, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-prompt nulls, point figures, the whole-prompt bootstrap
+# --------------------------------------------------------------------------------------------
+
+
+def test_prompt_permutations_move_whole_prompts_to_the_same_positions():
+    lengths = [3, 2, 3, 3, 2, 4]
+    groups = np.repeat(np.arange(6), lengths)
+    pos = np.concatenate([np.arange(n) for n in lengths])
+    perms = alignment.prompt_permutations(groups, 50, seed=0)
+    assert perms.shape == (50, groups.size)
+    moved = 0
+    for p in perms:
+        assert sorted(p) == list(range(groups.size))  # a permutation of the rows
+        np.testing.assert_array_equal(pos[p], pos)  # every row keeps its position
+        for g in range(6):
+            src = groups[p[groups == g]]
+            assert len(set(src)) == 1  # a prompt's rows all come from ONE prompt...
+            assert lengths[src[0]] == lengths[g]  # ...of the same length
+        moved += np.any(groups[p] != groups)
+    assert moved > 40
+    assert groups[alignment.prompt_permutations(groups, 1, 0)[0][groups == 5]].tolist() == [5] * 4
+    design = alignment.permutation_design(groups)
+    assert design == {"unit": "whole prompt", "prompts": 6, "strata": 3, "fixed_prompts": 1}
+
+
+def test_one_row_per_prompt_permutes_as_a_plain_row_permutation():
+    n = 30
+    rng = np.random.default_rng(4)
+    expect = rng.permuted(np.broadcast_to(np.arange(n), (7, n)), axis=1)
+    np.testing.assert_array_equal(alignment.prompt_permutations(np.arange(n), 7, 4), expect)
+
+
+def test_figures_equal_the_point_figures_of_align():
+    xa, xb, xat, xbt, ba, bb, _ = _rotated(n_fit=2 * D, seed=2)
+    s = S(ridge=3.0, n_perm=5, seed=0)
+    rep = alignment.align(xa, xb, xat, xbt, ba, bb, s)
+    f = alignment.figures(xa, xb, xat, xbt, ba, bb, s)
+    assert f["overlap_linear"] == pytest.approx(rep.overlap_linear)
+    assert f["overlap_procrustes"] == pytest.approx(rep.overlap_procrustes)
+    assert f["r2_test_linear"] == pytest.approx(rep.r2_test_linear)
+    assert f["r2_test_procrustes"] == pytest.approx(rep.r2_test_procrustes)
+    assert f["cka_fit"] == pytest.approx(rep.cka_fit) and f["overlap_raw"] == rep.overlap_raw
+    assert set(rep.null_samples) == {
+        "overlap_linear", "r2_linear", "overlap_procrustes", "r2_procrustes", "cka_fit"
+    }  # fmt: skip
+    assert rep.null_design["unit"] == "prompt (one row each)"
+
+
+def test_linear_r2_null_matches_explicit_refits_with_whole_prompts():
+    xa, xb, xat, xbt, *_ = _rotated(n_fit=60, n_test=20, seed=5)
+    groups = np.repeat(np.arange(20), 3)
+    s = S(ridge=1.5, n_perm=6, seed=3)
+    null = alignment.linear_r2_null_samples(xa, xb, xat, xbt, s, groups)
+    perms = alignment.prompt_permutations(groups, 6, 3)
+    explicit = [alignment.r2(alignment.fit_linear(xa, xb[p], 1.5), xat, xbt) for p in perms]
+    np.testing.assert_allclose(null, explicit, rtol=1e-9)
+    samples = alignment.shuffled_pairing_samples(
+        xa, xb, xat, xbt, np.eye(D)[:, :2], np.eye(D)[:, :2], s, groups, procrustes=False
+    )
+    assert set(samples) == {"overlap_linear", "r2_linear"}
+    np.testing.assert_allclose(samples["r2_linear"], explicit, rtol=1e-9)
+
+
+def _boot_world(seed, rotated: bool, n_per=12, rows=4, d=8):
+    """BootData of 4 classes x n_per prompts, `rows` fit rows per neutral prompt. B = A rotated
+    (shared structure) or independent. Class sums carry planted class directions in A."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), n_per)
+    neutral = np.flatnonzero(labels == 3)
+    xa = rng.standard_normal((neutral.size * rows, d)) * np.linspace(0.5, 2.0, d)
+    dirs = 3.0 * rng.standard_normal((4, d))
+    sums_a = dirs[labels] + rng.standard_normal((labels.size, d))
+    r = _rotation(d, rng)
+    if rotated:
+        xb, sums_b = xa @ r + 0.01 * rng.standard_normal(xa.shape), sums_a @ r
+    else:
+        xb = rng.standard_normal(xa.shape)
+        sums_b = 3.0 * rng.standard_normal((4, d))[labels] + rng.standard_normal(sums_a.shape)
+    side = lambda x, s: alignment.BootSide(x, s, np.ones(labels.size))  # noqa: E731
+    return alignment.BootData(
+        labels, np.repeat(neutral, rows), side(xa, sums_a), [side(xb, sums_b)], 3, 0.0
+    )
+
+
+def test_bootstrap_overlaps_with_unit_counts_equal_the_point_figures():
+    """One prompt per class: every resample draws each prompt once, so every bootstrap value is
+    the point figure of the fitted maps."""
+    rng = np.random.default_rng(0)
+    d, rows = 6, 40
+    xa = rng.standard_normal((rows, d))
+    xb = xa @ _rotation(d, rng) + rng.standard_normal((rows, d))
+    sums_a, sums_b = rng.standard_normal((4, d)), rng.standard_normal((4, d))
+    data = alignment.BootData(
+        np.arange(4),
+        np.full(rows, 3),
+        alignment.BootSide(xa, sums_a, np.ones(4)),
+        [alignment.BootSide(xb, sums_b, np.ones(4))],
+        k=3,
+        ridge_rel=0.5,
+    )
+    boot = alignment.bootstrap_overlaps(data, n_boot=3, seed=0)
+    qa, qb = subspace.difference_basis(sums_a, 3), subspace.difference_basis(sums_b, 3)
+    ridge = 0.5 * np.sum((xa - xa.mean(0)) ** 2) / d
+    lin, pro = alignment.fit_linear(xa, xb, ridge), alignment.fit_procrustes(xa, xb)
+    np.testing.assert_allclose(boot["overlap_raw"], subspace.overlap(qa, qb))
+    np.testing.assert_allclose(
+        boot["overlap_linear"], alignment.mapped_subspace_overlap(lin, qa, qb), rtol=1e-8
+    )
+    np.testing.assert_allclose(
+        boot["overlap_procrustes"], alignment.mapped_subspace_overlap(pro, qa, qb), rtol=1e-8
+    )
+    assert boot["overlap_linear"].shape == (3, 1)
+
+
+def test_bootstrap_overlaps_planted_and_independent():
+    """Planted (B = A rotated): the CI of the mapped overlap sits near 1. Independent B: it sits
+    low, well below the planted one, and covers values near the k/d scale."""
+    rot = alignment.bootstrap_overlaps(_boot_world(0, True), n_boot=100, seed=0)
+    ind = alignment.bootstrap_overlaps(_boot_world(0, False), n_boot=100, seed=0)
+    assert np.percentile(rot["overlap_linear"], 2.5) > 0.95
+    assert np.percentile(rot["overlap_procrustes"], 2.5) > 0.95
+    assert np.percentile(ind["overlap_linear"], 97.5) < 0.9
+    assert np.nanmean(ind["overlap_procrustes"]) < 0.7

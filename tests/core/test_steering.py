@@ -1,53 +1,26 @@
-"""The steering sweep equals single runs; a planted direction is found and random ones are not;
-patching replaces what it says it replaces."""
+"""The steering sweep equals single runs; the forward-only readouts equal the sweep's; the
+arithmetic a projection moves by is what the added vector gives; patching replaces what it says
+it replaces. (The phase and its verdicts: tests/phases/test_phase_steering.py.)"""
 
 from __future__ import annotations
-
-import csv
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, pre_tokenizers
-from tokenizers import models as tok_models
-from transformers import PreTrainedTokenizerFast
 
 import models
-from configs import sections
 from jaxcirc.core.patching import PatchGrid, patch_positions, patching_sweep
 from jaxcirc.core.steering import (
     SteeringGrid,
+    arithmetic_projection,
+    internal_readout,
     sensitivity_weights,
     steering_sweep,
     typical_resid_norms,
 )
-from jaxcirc.phases import steering
 from models import Edits, Record
 from models.generate import Sampling, generate
 from models.scheduler import EngineSettings, Readout
-
-WORDS = (
-    "[PAD] [UNK] the a meeting is at noon we will see bus train left report today "
-    "thanks thank grateful appreciate angry furious hate outrageous sorry apologize apologies "
-    "regret good bad nice great terrible please you it and then so very"
-).split()
-WORDS += [f"w{i}" for i in range(64 - len(WORDS))]
-GRATITUDE = ("thanks", "grateful", "appreciate", "thank")
-PROMPTS = [
-    "the meeting is at noon",
-    "we will see the bus",
-    "the train left today",
-    "the report is at noon",
-    "we will see the report today",
-    "a bus left",
-]
-
-
-def _word_tokenizer():
-    tok = Tokenizer(tok_models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece()  # joins words with spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
 
 
 def _random_prompts(seed, vocab, n, width, short=()):
@@ -57,32 +30,6 @@ def _random_prompts(seed, vocab, n, width, short=()):
     for row, length in short:
         mask[row, length:] = False
     return ids, mask
-
-
-def _planted_model():
-    """Tiny Pythia-like model whose unembedding reads ONE residual direction u, and only for the
-    gratitude words: their logits are 0.1 * (ln_final(x) . u), every other column has u projected
-    out. Steering along u must raise them; a random direction of equal norm (|cos| ~ 1/16 with u
-    in 256 dimensions) must barely move them."""
-    m = models.random_model(
-        models.tiny_hf_config("gpt_neox", vocab_size=len(WORDS), hidden_size=256),
-        seed=0,
-        tokenizer=_word_tokenizer(),
-    )
-    d = m.config.d_model
-    u = np.random.default_rng(0).standard_normal(d)
-    u -= u.mean()  # layer norm removes the mean; keep u inside what survives it
-    u /= np.linalg.norm(u)
-    W_U = np.asarray(m.params["unembed"]["W_U"], np.float64)
-    W_U -= np.outer(u, u @ W_U)
-    W_U[:, [WORDS.index(w) for w in GRATITUDE]] = 0.1 * u[:, None]
-    m.params["unembed"]["W_U"] = jnp.asarray(W_U, jnp.float32)
-    # Quiet blocks: what they write is small beside the residual stream, so an added direction
-    # reaches the unembedding mostly as it was (a random model's blocks would scramble it).
-    blocks = m.params["blocks"]
-    blocks["attn"]["W_O"] = blocks["attn"]["W_O"] * 0.1
-    blocks["mlp"]["W_out"] = blocks["mlp"]["W_out"] * 0.1
-    return m, u.astype(np.float32)
 
 
 @pytest.mark.parametrize("sampling", [Sampling(), Sampling(1.5, top_k=5)], ids=["greedy", "topk"])
@@ -144,65 +91,50 @@ def test_typical_norms_skip_first_token():
     np.testing.assert_allclose(norms, np.median(n[:, keep], axis=1), rtol=1e-6)
 
 
-def test_planted_direction_steers_random_does_not(tmp_path):
-    m, u = _planted_model()
-    cfg = sections.steering()
-    cfg.alphas = (-8.0, 0.0, 8.0)
-    cfg.n_random_seeds = 4
-    cfg.max_new_tokens = 5
-    cfg.n_boot = 300
-    cfg.batch_rows = 64
-    cfg.prefill_rows = 32
-    vectors = {"gratitude": np.tile(u, (m.config.n_layers, 1))}
-    summary = steering.run_steering(m, PROMPTS, vectors, cfg, tmp_path, label="toy")
-    rows = list(csv.DictReader(open(tmp_path / "effects.csv")))
+def test_internal_readout_equals_the_sweep():
+    """The forward-only readout of a cell (no generation) is the sweep's first readout (at the
+    last prompt token): same logits and projections, for every direction, layer and alpha, with
+    padded prompts and partial chunks; cells not asked for are NaN."""
+    m = models.random_model(models.tiny_hf_config("gpt2", n_layer=3), seed=1)
+    cfg = m.config
+    ids, mask = _random_prompts(0, cfg.d_vocab, 5, 7, short=[(1, 5), (3, 3)])
+    dirs = np.random.default_rng(0).standard_normal((2, cfg.n_layers, cfg.d_model))
+    grid = SteeringGrid(dirs.astype(np.float32), np.array([0.5, 1.0, 1.5]), (0, 2), (-2.0, 0, 3.0))
+    readout = Readout(np.arange(0, cfg.d_vocab, 9), dirs[:, -1])
+    settings = EngineSettings(2, batch_rows=16, prefill_rows=8)
+    sw = steering_sweep(cfg, m.params, ids, mask, grid, settings, readout)
+    cells = np.array([[True, True, True], [False, True, True]])
+    cols, proj = internal_readout(cfg, m.params, ids, mask, grid, readout, cells, rows_per_call=7)
+    for li, ai in [(0, 0), (0, 2), (1, 2)]:
+        np.testing.assert_allclose(cols[:, li, ai], sw.out.cols[:, li, ai, :, 0], atol=1e-4)
+        np.testing.assert_allclose(proj[:, li, ai], sw.out.proj[:, li, ai, :, 0], atol=1e-4)
+    assert np.isnan(cols[:, :, 1]).all() and np.isnan(cols[:, 1, 0]).all()
 
-    def get(measure, layer, alpha, direction):
-        (r,) = [
-            r
-            for r in rows
-            if r["measure"] == measure
-            and int(r["layer"]) == layer
-            and float(r["alpha"]) == alpha
-            and r["direction"] == direction
-        ]
-        return float(r["effect"]), float(r["ci_lo"]), float(r["ci_hi"])
 
-    randoms = [f"random_{1000 + i}" for i in range(4)]
-    for layer in (0, 1):
-        up, lo, _ = get("logit_diff_gratitude", layer, 8.0, "gratitude")
-        down, _, hi = get("logit_diff_gratitude", layer, -8.0, "gratitude")
-        assert lo > 0 and hi < 0  # along raises the planted words, against lowers them
-        for alpha, planted in ((8.0, up), (-8.0, down)):
-            worst = max(abs(get("logit_diff_gratitude", layer, alpha, r)[0]) for r in randoms)
-            assert abs(planted) > 3 * worst
-    # Text: steering the last block's input along u makes the generations gratitude words.
-    kw, kw_lo, _ = get("kw_gratitude", 1, 8.0, "gratitude")
-    assert kw > 5 and kw_lo > 0  # hits per 10 words
-    assert abs(get("kw_gratitude", 1, 8.0, "random_mean_of_4")[0]) < 1
-    assert summary["best_layer"]["gratitude"]["logit_diff_gratitude"]["layer"] == 1
-    # The share of unsteered continuations with nothing to score: EOS as the first new token.
-    base = np.load(tmp_path / "sweep.npz")["base_tokens"]
-    eos = m.config.eos_token_id
-    expected = float(np.mean(base[:, 0] == eos)) if eos is not None else 0.0
-    assert summary["empty_continuations"]["unsteered"] == pytest.approx(expected)
-    assert 0.0 <= summary["empty_continuations"]["steered"] <= 1.0
-    # EOS held back for every new token: no continuation ends at once, and the summary says why.
-    cfg.min_new_tokens = cfg.max_new_tokens
-    held = steering.run_steering(m, PROMPTS, vectors, cfg, tmp_path / "held", label="toy")
-    assert held["empty_continuations"]["min_new_tokens"] == cfg.max_new_tokens
-    assert held["empty_continuations"]["unsteered"] == 0.0
-    assert held["empty_continuations"]["steered"] == 0.0
-    held_tokens = np.load(tmp_path / "held" / "sweep.npz")["base_tokens"]
-    assert not (held_tokens == eos).any()
-    # Every number is labelled; the random rows say so.
-    r0 = rows[0]
-    for col in ("vector_method", "vector_centre", "layer", "alpha", "added_norm", "control"):
-        assert r0[col] != ""
-    assert {r["control"] for r in rows if r["direction"].startswith("random")} == {"random"}
-    assert (tmp_path / "plots" / "steering_vs_layer.png").stat().st_size > 10_000
-    text = (tmp_path / "samples" / "gratitude.txt").read_text()
-    assert "layer 1, alpha +8" in text and "thanks" in text
+def test_projection_moves_by_the_arithmetic_when_blocks_write_nothing():
+    """With every block's output zeroed the final residual is resid_pre[L] + the added vector:
+    the projection effect is exactly `arithmetic_projection`."""
+    m = models.random_model(models.tiny_hf_config("gpt2", n_layer=3), seed=2)
+    blocks = m.params["blocks"]
+    for group, names in (("attn", ("W_O", "b_O")), ("mlp", ("W_out", "b_out"))):
+        for name in names:
+            blocks[group][name] = blocks[group][name] * 0.0
+    cfg = m.config
+    ids, mask = _random_prompts(1, cfg.d_vocab, 4, 6, short=[(2, 4)])
+    rng = np.random.default_rng(3)
+    dirs = rng.standard_normal((2, cfg.n_layers, cfg.d_model)).astype(np.float32)
+    read = rng.standard_normal((3, cfg.d_model)).astype(np.float32)
+    grid = SteeringGrid(dirs, np.array([0.7, 1.3, 2.0]), (0, 1, 2), (-4.0, 0.0, 2.0))
+    _, proj = internal_readout(cfg, m.params, ids, mask, grid, Readout(None, read))
+    _, base = internal_readout(
+        cfg, m.params, ids, mask, SteeringGrid(dirs, np.zeros(3), (0,), (1.0,)), Readout(None, read)
+    )
+    effect = proj - base[:, :1, :1]  # [dir, layer, alpha, prompt, k]
+    want = arithmetic_projection(grid, read)  # [dir, layer, alpha, k]
+    for ai in (0, 2):
+        np.testing.assert_allclose(
+            effect[:, :, ai], np.repeat(want[:, :, ai, None], 4, 2), atol=1e-3
+        )
 
 
 def test_full_position_patch_reproduces_source():
@@ -261,31 +193,6 @@ def test_last_position_patch_equals_forward_edit(site):
         got = res.out[site].cols[0, 0, i, 0]
         np.testing.assert_allclose(got, np.asarray(want)[0, vocab_ids], atol=1e-4)
         assert np.abs(got - np.asarray(plain)[i, vocab_ids]).max() > 1e-3  # it changed something
-
-
-def test_run_patching_writes_labelled_effects(tmp_path):
-    m, u = _planted_model()
-    cfg = sections.steering()
-    cfg.max_new_tokens = 3
-    cfg.n_boot = 100
-    cfg.batch_rows = 64
-    cfg.prefill_rows = 32
-    cfg.patch_sites = ("resid_pre",)
-    sources = ["thanks you very nice", "grateful and thanks", "thank you so very good"]
-    summary = steering.run_patching(
-        m,
-        PROMPTS[:4],
-        sources,
-        cfg,
-        tmp_path,
-        source_label="gratitude",
-        vectors={"gratitude": np.tile(u, (m.config.n_layers, 1))},
-    )
-    rows = list(csv.DictReader(open(tmp_path / "patching_effects.csv")))
-    assert {r["condition"] for r in rows} == {"source", "control"}
-    assert len(rows) == 2 * m.config.n_layers * len({r["measure"] for r in rows})
-    assert summary["rows_generated"] == 4 + 2 * m.config.n_layers * 4
-    assert (tmp_path / "samples" / "patching.txt").read_text().count("control   ->") == 2 * 3
 
 
 def test_bad_inputs():

@@ -70,3 +70,16 @@ def test_bad_inputs_raise_value_error():
         subspace.overlap(np.zeros((4, 2)), np.eye(4)[:, :2])
     with pytest.raises(ValueError, match="k, k_b, d"):
         subspace.random_overlap_expectation(10, 5)
+
+
+def test_difference_basis_rank_and_span():
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((4, 10))
+    q = subspace.difference_basis(means, 3)
+    assert q.shape == (10, 3)
+    np.testing.assert_allclose(q.T @ q, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(q, subspace.emotion_subspace(means, 3), atol=1e-12)
+    # two distinct rows only: one direction, whatever k asks
+    flat = np.stack([means[0], means[0], means[1], means[1]])
+    assert subspace.difference_basis(flat, 3).shape == (10, 1)
+    assert subspace.difference_basis(np.ones((4, 10)), 3).shape == (10, 0)

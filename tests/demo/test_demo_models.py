@@ -310,3 +310,66 @@ def test_training_in_threads_gives_the_same_models(tmp_path):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="workers"):
         dm.load_or_train(tmp_path / "bad", fams, short, **TINY_ARGS, workers=0)
+
+
+# --- kept steps (the study across training checkpoints)
+
+
+def _assert_same_tree(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_kept_steps_change_no_final_number(trained, monkeypatch):
+    """Training again while keeping steps 0, 8 and 150 gives the cached final model bit for bit
+    (its entry untouched), the init at step 0, and the held-out losses TrainMetrics reports."""
+    cache, got, metrics = trained
+    (model,) = got.values()
+    m = metrics[model.source]
+    final_entry = cache / f"gpt2-{model.cache_key}"
+    before = (final_entry / "metrics.json").read_text()
+    kept, meta = dm.load_checkpoints(cache, "gpt2", (150, 0, 8), TINY_TRAIN, **TINY_ARGS)
+    assert list(kept) == [0, 8, 150]
+    assert meta[150]["final_params_equal_cached"] is True
+    _assert_same_tree(kept[150].params, model.params)
+    _assert_same_tree(kept[0].params, models.init_params(model.config, TINY_TRAIN.seed))
+    assert meta[0]["held_out_loss"] == m.initial_loss
+    assert meta[150]["held_out_loss"] == m.held_out_loss
+    assert m.held_out_loss < meta[8]["held_out_loss"] < m.initial_loss
+    assert (final_entry / "metrics.json").read_text() == before  # the final entry not rewritten
+    for s in (0, 8, 150):
+        assert kept[s].config == model.config  # one config: one compiled function for all
+        assert kept[s].revision == f"step{s}" and kept[s].cache_key == f"{model.cache_key}-step{s}"
+        assert dm.checkpoint_entry(cache, "gpt2", model.cache_key, s).is_dir()
+
+    def no_training(*a, **k):
+        raise AssertionError("load_checkpoints trained although the cache holds every step")
+
+    monkeypatch.setattr(dm, "train_standin_kept", no_training)
+    again, meta2 = dm.load_checkpoints(cache, "gpt2", (0, 8, 150), TINY_TRAIN, **TINY_ARGS)
+    assert meta2 == meta
+    for s in again:
+        _assert_same_tree(again[s].params, kept[s].params)
+
+
+def test_kept_steps_on_an_empty_cache_write_the_final_entry(tmp_path, monkeypatch):
+    """With no final entry yet, training for kept steps writes it too, and load_or_train then
+    reuses it instead of training."""
+    calls = []
+    fake = _fake_train(calls)
+
+    def fake_kept(family, tok, tr, held, tc, keep, progress, shape):
+        params, m = fake(family, tok, tr, held, tc, progress, shape)
+        return params, m, {s: (params, float(s)) for s in keep}
+
+    monkeypatch.setattr(dm, "train_standin_kept", fake_kept)
+    kept, meta = dm.load_checkpoints(tmp_path, "gpt_neo", (0, 150), TINY_TRAIN, **TINY_ARGS)
+    assert len(calls) == 1 and meta[150]["final_params_equal_cached"] is None
+    monkeypatch.setattr(dm, "train_standin", fake)
+    got, _ = dm.load_or_train(tmp_path, ("gpt_neo",), TINY_TRAIN, **TINY_ARGS)
+    assert len(calls) == 1  # reused
+    _assert_same_tree(next(iter(got.values())).params, kept[150].params)
+    with pytest.raises(ValueError, match="steps"):
+        dm.load_checkpoints(tmp_path, "gpt_neo", (0, 151), TINY_TRAIN, **TINY_ARGS)
+    with pytest.raises(ValueError, match="steps"):
+        dm.load_checkpoints(tmp_path, "gpt_neo", (), TINY_TRAIN, **TINY_ARGS)

@@ -319,3 +319,15 @@ def test_format_line_durations():
     assert progress.format_line("p", 30, 7230, 1.0) == "p: 30/7230 (30.0/s, eta 4m00s)"
     assert progress.format_line("p", 1, 7201, 1.0) == "p: 1/7201 (1.0/s, eta 2h00m)"
     assert progress.format_line("", 0, None, 0.0) == "0 (?/s, eta ?)"
+
+
+def test_json_names_files_relative_to_itself(tmp_path):
+    inside = tmp_path / "stage" / "effects.csv"
+    outside = "/usr/share/dict/words"
+    artifacts.write_json(
+        tmp_path / "stage" / "summary.json",
+        {"files": {"effects": str(inside), "deep": inside.parent / "a" / "b.png"}, "x": [outside]},
+    )
+    got = artifacts.read_json(tmp_path / "stage" / "summary.json")
+    assert got["files"] == {"effects": "effects.csv", "deep": "a/b.png"}
+    assert got["x"] == [outside]  # not inside the file's folder: kept as it is

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from configs import sections
-from jaxcirc.core.cross_model import cosine, fit_map, mapped_vectors, random_mapped_null
 from jaxcirc.core.pairing import matched_layers, split_neutral
-from jaxcirc.core.vectors import emotion_vectors
 from jaxcirc.data import dataset
 from jaxcirc.data.activations import Activations
 from jaxcirc.phases import alignment as phase_alignment
+from tests import support_representation as rep
 from tests.support import check_script
 
 POS, PER_CLASS = 6, 40
@@ -77,6 +76,7 @@ def _world(seed=0, prepend_bos=False):
 def _cfg(**kw):
     cfg = sections.alignment()
     cfg.n_perm = 40
+    cfg.n_boot = 40
     cfg.ridges_rel = (0.0, 1.0)
     cfg.plots = False  # figures cost seconds each; the fixture `rotated` checks them
     for k, v in kw.items():
@@ -122,6 +122,24 @@ def test_rotation_is_aligned_above_null(rotated):
     s = summary["pairs"]["model/a->model b"]["token"]
     assert s["methods"]["procrustes"]["layers_mapped_overlap_above_null_hi"] == "3/3"
     assert s["methods"]["linear ridge_rel=0.0"]["last_layer"]["overlap_mapped"] > 0.99
+    for r in rows:  # whole prompts permuted; a CI on every first-ridge and Procrustes row
+        assert r["null_unit"] == "whole prompt" and int(r["null_strata"]) == 2
+        if r["ridge_rel"] != "1.0":
+            assert _f(r["overlap_mapped_ci_lo"]) > 0.95 and _f(r["overlap_raw_ci_hi"]) < 0.6
+        else:
+            assert r["overlap_mapped_ci_lo"] == ""  # further ridges: no CI
+        assert r["random_init_overlap_mapped"] == ""  # no control given
+    h = summary["headline"]["subspaces_agree_up_to_change_of_basis"]
+    e = h["pairs"]["model/a->model b"]["token"]
+    assert h["best_layer"] is None and e["layers"] == [1, 2]
+    assert e["figure"] > 0.99 and e["ci"][0] > 0.95 and e["above_null"]
+    assert e["null_band"][1] < 0.5 and e["procrustes"]["above_null"]
+    assert e["random_init"] is None and "no random-init control" in e["random_init_note"]
+    assert (
+        e["n_fit_rows"] == int(rows[0]["n_fit"])
+        and e["d_a"] == 12
+        and e["null_unit"] == "whole prompt"
+    )
 
 
 def test_every_file_written_and_parseable(rotated):
@@ -208,24 +226,6 @@ def test_matched_layers():
     assert matched_layers(12, 24) == [(i, 2 * i) for i in range(13)]
 
 
-def test_mapped_vectors_carry_a_rotation():
-    """core.cross_model: the map A -> B fit on neutral rows carries A's emotion vectors onto B's
-    own (B is a rotation of A), far above random A-directions sent through the same map."""
-    a, b, c = _world()
-    lin, pairing = fit_map(a, b, 1, 1, 0.0)
-    assert pairing == "token" and lin.dA == lin.dB == 12
-    va = emotion_vectors(a, "sentence_end", "neutral")
-    vb = emotion_vectors(b, "sentence_end", "neutral")
-    for e, v in mapped_vectors(lin, va, 1).items():
-        own = np.asarray(vb[e][1], np.float64)
-        assert v.shape == (12,) and cosine(v, own) > 0.99
-        null = random_mapped_null(lin, 12, own, 200, seed=0)
-        assert null["n"] == 200 and null["lo"] < null["mean"] < null["hi"] < 0.9
-    assert cosine(np.zeros(12), np.ones(12)) == 0.0
-    _, pairing = fit_map(a, c, 1, 2, 1.0)  # other tokenizer: paired per prompt
-    assert pairing == "sentence_end"
-
-
 def test_bad_input(tmp_path):
     a, b, _ = _world()
     with pytest.raises(ValueError, match="two or more"):
@@ -240,3 +240,75 @@ def test_bad_input(tmp_path):
 
 def test_phase6_script_calls_run_phase(tmp_path):
     check_script(tmp_path, "phase6_alignment.py", "alignment")
+
+
+# --------------------------------------------------------------------------------------------
+# The random-init control (tests/support_representation.py: token-fed random networks)
+# --------------------------------------------------------------------------------------------
+
+
+def _headline(summary, pair="a->b"):
+    h = summary["headline"]["subspaces_agree_up_to_change_of_basis"]["pairs"][pair]
+    return next(iter(h.values()))
+
+
+def test_planted_shared_structure_beats_both_nulls(tmp_path):
+    """Planted positive: B holds A's classes in another basis; a random-init copy of B fed the
+    same tokens does not. The figure is above the whole-prompt shuffled null AND above the
+    random-init control, whose difference has a CI above 0."""
+    a, b, ctrl = rep.planted_pair(0)
+    cfg = _cfg(ridges_rel=(0.0,), n_perm=30, n_boot=30)
+    summary = phase_alignment.run(
+        phase_alignment.Inputs({"a": a, "b": b}, {"b": [ctrl]}), cfg, tmp_path
+    )
+    e = _headline(summary)
+    assert e["figure"] > 0.95 and e["above_null"]
+    ri = e["random_init"]
+    assert ri["draws"] == 1 and ri["figure"] < 0.7 and ri["above_random_init"]
+    assert ri["minus_random_init_ci"][0] > 0.2
+    assert e["procrustes"]["random_init"]["above_random_init"]
+    rows = _rows(tmp_path / "alignment.csv")
+    ab = [r for r in rows if r["model_a"] == "a"]
+    assert all(r["random_init_draws"] == "1" for r in ab if r["overlap_mapped_ci_lo"])
+    assert all(r["random_init_overlap_mapped"] == "" for r in rows if r["model_a"] == "b")
+    assert summary["design"]["random_init_control"]["draws_per_model"] == {"b": 1}
+
+
+def test_random_init_networks_pass_the_shuffled_null_but_not_the_control(tmp_path):
+    """Structureless negative: A and B are two random-init networks fed the same tokens (nothing
+    learnt), the control a third. Over 8 prompt sets the shuffled-pairing null alone calls some
+    of them aligned (it cannot tell a network that learnt something from one that reads the
+    same tokens); the random-init control calls none."""
+    above_null, above_ctrl = [], []
+    cfg = _cfg(ridges_rel=(0.0,), n_perm=30, n_boot=30)
+    for seed in range(8):
+        a, b, c = rep.random_nets(seed, 3)
+        inputs = phase_alignment.Inputs({"a": a, "b": b}, {"b": [c]})
+        e = _headline(phase_alignment.run(inputs, cfg, tmp_path / str(seed)))
+        for m in (e, e["procrustes"]):
+            above_null.append(m["above_null"])
+            above_ctrl.append(m["random_init"]["above_random_init"])
+    assert sum(above_null) >= 2  # the defect the control exists for
+    assert sum(above_ctrl) == 0
+
+
+def test_controls_must_read_the_same_tokens(tmp_path):
+    a, b, c = rep.random_nets(0, 3)
+    c.ids[0, 0] += 1
+    with pytest.raises(ValueError, match="same tokens"):
+        phase_alignment.run(phase_alignment.Inputs({"a": a, "b": b}, {"b": [c]}), _cfg(), tmp_path)
+    with pytest.raises(ValueError, match="not one of the models"):
+        phase_alignment.run(phase_alignment.Inputs({"a": a, "b": b}, {"x": [b]}), _cfg(), tmp_path)
+
+
+def test_control_missing_at_one_layer_is_said_not_averaged(tmp_path):
+    a, b, c = rep.random_nets(1, 3)
+    c.resid[1] = 1.0  # the copy's layer 1: every row identical, nothing to map there
+    cfg = _cfg(ridges_rel=(0.0,), n_perm=10, n_boot=10)
+    summary = phase_alignment.run(
+        phase_alignment.Inputs({"a": a, "b": b}, {"b": [c]}), cfg, tmp_path
+    )
+    e = _headline(summary)
+    assert e["random_init"] is None and "at some compared layer" in e["random_init_note"]
+    assert e["ci"] is not None  # B's own CI is still there
+    assert any("random-init control has nothing to compare" in m for m in summary["skipped"])

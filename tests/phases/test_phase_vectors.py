@@ -223,3 +223,68 @@ def test_bad_input(tmp_path):
 
 def test_phase3_script_calls_run_phase(tmp_path):
     check_script(tmp_path, "phase3_vectors.py", "vectors")
+
+
+def test_cis_layer0_and_best_layer_uncertainty(run):
+    """Every cosine and probe accuracy carries its prompt-bootstrap CI; the token methods' layer
+    0 (embeddings) stands beside the named last layer; the probe's best layer is read against
+    the max over layers of its null, with the share of resamples picking each layer."""
+    _, summary, out = run
+    for r in _rows(out / "cosines.csv"):
+        if r["cosine"] not in ("", "nan"):
+            assert float(r["ci_lo"]) <= float(r["ci_hi"]) and r["n_boot"] == "1000"
+    tok = summary["cosines"]["token"]["neutral"]
+    assert tok["layer0"]["layer"] == 0 and "lexical" in tok["layer0"]["layer_note"]
+    assert "does not say" in tok["last_layer"]["layer_note"] and tok["best_layer"] is None
+    ga = tok["last_layer"]["pairs"]["gratitude-anger"]
+    assert ga["ci_hi"] < ga["null_lo"]  # planted: +w vs -w at the span tokens, CI below the null
+    p = summary["probe"]["sentence_end"]
+    assert p["ci"][0] <= p["accuracy"] <= p["ci"][1] and p["beats_max_null"]
+    assert p["max_null"]["hi"] >= p["null_p95"] - 0.05 and p["max_null"]["n"] == 20
+    assert sum(p["argmax_shares"].values()) == pytest.approx(1.0)
+    assert set(p["argmax_shares"]) == {"1", "2"}
+    for r in _rows(out / "probe.csv"):
+        assert float(r["ci_lo"]) <= float(r["ci_hi"])
+        assert float(r["layer0_lexical_baseline"]) == pytest.approx(
+            float(
+                next(x for x in _rows(out / "probe.csv") if x["feature"] == r["feature"])[
+                    "accuracy"
+                ]
+            )
+        )
+
+
+def test_token_vs_sentence_end_headline_planted(run):
+    """Planted: the last token separates all three emotions, the span tokens only gratitude from
+    anger (apology = neutral there): span minus last-token accuracy is negative, its CI below 0
+    and outside the paired null; at layer 0 (nothing planted) it is inside."""
+    _, summary, _ = run
+    h = summary["headline"]["token_vs_sentence_end"]
+    assert h["layers"] == [1, 2] and h["n"] == 4 * PER_CLASS
+    assert h["figure"] < -0.1 and h["ci"][1] < 0 and h["figure"] < h["null_band"][0]
+    assert h["p_value"] < 0.01
+    l0 = h["layer0"]
+    assert l0["null_band"][0] <= l0["figure"] <= l0["null_band"][1]
+    assert set(h["cosines"]) == {"sentence_end", "token", "token_delta"}
+    assert (
+        h["accuracy_mean_over_blocks"]["sentence_end"] > h["accuracy_mean_over_blocks"]["span_mean"]
+    )
+
+
+def test_token_vs_sentence_end_headline_structureless(tmp_path):
+    """Structureless negative over 4 data sets: nothing planted anywhere, the difference sits
+    inside its paired null and the best probe layer does not beat the max-over-layers null."""
+    inside, beats = [], []
+    for seed in range(4):
+        acts = planted(seed)
+        acts.resid[:] = (
+            np.random.default_rng(seed).standard_normal(acts.resid.shape).astype(np.float32)
+            * acts.mask[None, :, :, None]
+        )
+        cfg = _cfg()
+        cfg.methods, cfg.centres, cfg.n_perm, cfg.n_boot = ("sentence_end",), ("raw",), 20, 200
+        s = phase_vectors.run_vectors(acts, cfg, tmp_path / str(seed))
+        h = s["headline"]["token_vs_sentence_end"]
+        inside.append(h["null_band"][0] <= h["figure"] <= h["null_band"][1])
+        beats += [p["beats_max_null"] for p in s["probe"].values()]
+    assert sum(inside) >= 3 and sum(beats) <= 1

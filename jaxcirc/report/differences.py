@@ -1,0 +1,107 @@
+"""The report's "How this differs from the study" section: one line per difference between what
+this run did (read from the config it ran with) and what the study did, with what it changes.
+
+Generated, never written by hand: a config that steers at other layers, or uses other vectors,
+gets other lines. The study's own choices are from ../shared/study (the seed paper and its
+summary); where the study does not say, the line says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jaxcirc.data import dataset
+
+# The checkpoints the study ran (hub names), and what our labels of them may look like.
+STUDY_MODELS = ("gpt2", "EleutherAI/pythia-160m", "EleutherAI/gpt-neo-125m")
+
+
+def _models(cfg, labels: Sequence[str]) -> list[str]:
+    if cfg.models.kind == "standin":
+        return [
+            f"- **Models**: {len(labels)} small stand-ins trained here on the project's corpus "
+            "(not GPT-2 small / Pythia-160M / GPT-Neo-125M). Changes: every figure describes the "
+            "stand-ins; the study's figures are printed for reference, not as a replication."
+        ]
+    other = [s.label for s in cfg.models.sources if s.source not in STUDY_MODELS]
+    if not other:
+        return ["- **Models**: the study's three checkpoints."]
+    return [
+        f"- **Models**: {', '.join(other)} are not among the study's checkpoints. Changes: the "
+        "study's figures stand beside the study's models only."
+    ]
+
+
+def _dataset(cfg) -> list[str]:
+    ours = dataset.STUDY_STATS.get(cfg.dataset.set, {})
+    src = (
+        f"the file {cfg.dataset.path}" if cfg.dataset.get("path") else f"the {cfg.dataset.set} set"
+    )
+    total = ours.get("total")
+    return [
+        f"- **Prompts**: {src}"
+        + (f" ({total} prompts, as the study's)" if total and not cfg.dataset.get("path") else "")
+        + "; the prompts are this project's own, written to the study's design (balanced "
+        "classes, matched lengths, marked emotion spans), not the study's texts, which were not "
+        "published. Changes: every figure is about these prompts."
+    ]
+
+
+def _vectors(cfg) -> list[str]:
+    return [
+        f"- **Emotion vectors**: reported {', '.join(cfg.vectors.centres)} (raw class means, "
+        "minus the neutral mean, minus the mean of the four class means); the study does not say "
+        "whether its cosines are of raw or centred means. Changes: raw cosines sit near 1 in "
+        "anisotropic residual streams, centred ones need not; each table names its centring.",
+        f"- **Subspaces**: the span of the top {cfg.vectors.subspace_k} principal directions of "
+        "the class-mean differences per layer; the study does not define its subspace. Changes: "
+        "overlaps depend on this choice.",
+    ]
+
+
+def _steering(cfg) -> list[str]:
+    s = cfg.steering
+    lines = [
+        f"- **Steering strength**: alpha x {s.alpha_unit} x the layer's typical residual norm x "
+        "the UNIT emotion vector, added at resid_pre[L] (the input of block L); the study adds "
+        "alpha x its emotion vector, scale unstated. Changes: our alphas are comparable across "
+        "layers and models, not with the study's alphas.",
+        f"- **Generation**: {s.max_new_tokens} new tokens, "
+        + ("greedy" if s.temperature == 0 else f"temperature {s.temperature}")
+        + (f", EOS held back for the first {s.min_new_tokens}" if s.min_new_tokens else "")
+        + "; the study's settings are not stated. Changes: text measures depend on them.",
+        "- **Sentiment**: VADER's compound score in [-1, 1] of the continuation; the study names "
+        "no scorer or scale. Changes: its sentiment figures (-0.0349, +0.1102) and ours are not on "
+        "a known common scale; compare signs and controls, not magnitudes.",
+    ]
+    if s.vector_method != cfg.heads.vector_method or s.vector_centre != cfg.heads.vector_centre:
+        lines.append(
+            f"- **Which vectors**: steering uses {s.vector_method} vectors (centre "
+            f"{s.vector_centre}), the head screen scores against {cfg.heads.vector_method} "
+            f"vectors (centre {cfg.heads.vector_centre}). Changes: the two phases' 'emotion "
+            "direction' are different vectors."
+        )
+    return lines
+
+
+def _heads(cfg) -> list[str]:
+    return [
+        "- **Head ablation and patching**: a head's z is replaced (zero, or the neutral prompts' "
+        "mean z; for patching the emotion prompts' mean z) at every position; the study does not "
+        "say how it ablated or what it patched in. Changes: mean-ablation removes less than "
+        "zero-ablation.",
+        "- **Controls**: random directions of equal norm (steering), random head sets of the "
+        "same size (head edits), label shuffles and shuffled pairings (vectors, alignment); the "
+        "study names a random control for steering only.",
+    ]
+
+
+def section_differences(cfg, labels: Sequence[str]) -> list[str]:
+    """The lines of the section, from the config the run used."""
+    lines = ["## How this run differs from the study", ""]
+    lines += _models(cfg, labels)
+    lines += _dataset(cfg)
+    lines += _vectors(cfg)
+    lines += _steering(cfg)
+    lines += _heads(cfg)
+    return lines + [""]
