@@ -67,9 +67,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.cross_model.max_prompts = 24
     c.heads_generation.n_new = 12
     c.steering.n_boot = 1000
+    # Forward-only random directions for the next-token verdicts: 19 (p floor 0.05) keeps the
+    # phase near its former time; 99 (the default, floor 0.01) cost +41% wall on the stand-ins.
+    c.steering.n_random_internal = 19
     c.heads_circuits.n_candidates = 12
     c.heads_circuits.k_max = 3
     c.alignment.n_perm = 50
+    # Cosine and probe CIs: 200 prompt resamples (with 1000 the vectors phase ran for over 9
+    # minutes per model on a loaded 2-core machine, not yet profiled).
+    c.vectors.n_boot = 200
 
     if arg == "smoke":
         c.models.corpus_lines = 800
@@ -112,6 +118,7 @@ def smoke_overrides(c):
     c.steering.layers = (0, 1)
     c.steering.alphas = (-8.0, 0.0, 8.0)
     c.steering.n_random_seeds = 2
+    c.steering.n_random_internal = 4
     c.steering.max_new_tokens = 6
     c.steering.n_boot = 200
     c.steering.samples_per_cell = 1

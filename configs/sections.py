@@ -112,7 +112,10 @@ def steering() -> ml_collections.ConfigDict:
     # Random directions for the next-token verdicts (logit differences at the last prompt token):
     # these need no generation, so each of the directions past the n_random_seeds generated ones
     # costs one forward pass per (layer, alpha, prompt) instead of a generation, and p can reach
-    # 1 / (n_random_internal + 1) = 0.01 (text verdicts stop at 1 / (n_random_seeds + 1)).
+    # 1 / (n_random_internal + 1) = 0.01 (text verdicts stop at 1 / (n_random_seeds + 1)). Cost:
+    # each such direction costs ~1/8 of a generated one. Demo gpt2 stand-in, 2-core CPU
+    # (2026-11-30), the whole steering phase (coherence included) against before the verdicts:
+    # CPU time +72% with 99 (wall +41% on a quiet machine), +36% with 19.
     c.n_random_internal = 99
     # Control vectors handed to the phase (a second control, e.g. label-shuffled class-mean
     # differences; see jaxcirc.phases.steering.ControlVectors): how many of them are also
@@ -323,11 +326,16 @@ def heads_generation() -> ml_collections.ConfigDict:
     # EOS cannot be any of the first min_new_tokens generated tokens (transformers'
     # min_new_tokens); 0 = the model may end at once, leaving no text to score.
     c.min_new_tokens = 0
-    # Random head sets per set size and condition (the control; drawn from the heads outside
-    # the evaluated sets of that size), and the seed of everything. They are generated with the
-    # clean and edited runs in shared batches; their CIs resample prompts and control sets.
-    c.n_control = 20
+    # Random head sets per set size and condition (the control; distinct, drawn from the heads
+    # outside the evaluated sets of that size; all of them when fewer exist), and the seed of
+    # everything. They are generated with the clean and edited runs in shared batches; their
+    # CIs resample prompts and control sets; p against them is at least 1/(1 + n_control).
+    c.n_control = 19
     c.seed = 0
+    # Neutral prompts the patching runs on: a seeded sample of this many (0 = all). Every
+    # condition generates (1 + sets + control sets) continuations per prompt; 35 is the size of
+    # the ablation's held-out half of a 70-prompt emotion.
+    c.max_neutral = 35
     # Rows (head sets x prompts) per generation call: memory is about batch_rows * n_layers *
     # (prompt + new tokens) * d_model * 8 bytes for the caches.
     c.batch_rows = 512

@@ -203,6 +203,7 @@ def _heads_extras(cfg) -> None:
         for name, low in (("n_new", 1), ("n_control", 1), ("n_boot", 1), ("top_k", 0)):
             _int_at_least(cfg, "heads_generation", name, low)
         _int_at_least(cfg, "heads_generation", "batch_rows", 1)
+        _int_at_least(cfg, "heads_generation", "max_neutral", 0)
         _level(cfg, "heads_generation")
 
 

@@ -268,7 +268,7 @@ def control_summary(delta, controls, n_boot: int, seed: int, level: float) -> di
     C, n = c.shape
     pw = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n  # [n_boot, n] prompt weights
     sw = rng.multinomial(C, np.full(C, 1.0 / C), size=n_boot) / C  # [n_boot, C] set weights
-    ctrl_b = np.einsum("bj,ji,bi->b", sw, c, pw)
+    ctrl_b = ((sw @ c) * pw).sum(axis=1)  # [n_boot]
     diff_b = pw @ d - ctrl_b
     alpha = 100.0 * (1.0 - level) / 2.0
     q = lambda x: np.percentile(x, [alpha, 100.0 - alpha])  # noqa: E731

@@ -484,44 +484,90 @@ def vjp_columns(vjp, out, chunk: int, reduce=None):
     return jax.tree_util.tree_map(lambda a: a.reshape((n * c,) + a.shape[2:])[:C], res)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "grad_chunk"))
-def attribution_scores(
-    cfg: ModelConfig, params, tokens, mask, z_mean, readout, emotion_index, grad_chunk: int = 16
-):
-    """Attribution patching of every head from one forward and one backward pass, per prompt.
-
-    z_mean `[layer, head, d_head]`: the "mean" kind's reference; emotion_index `[batch]`: which
-    emotion each prompt is scored on. Returns (projection `[kind, layer, head, batch]`,
-    logit_diff `[kind, layer, head, batch]`, random `[kind, layer, head, batch, R]`), kinds in
-    KINDS order: zero = grad . z, mean = grad . (z - z_mean), summed over positions.
-
-    How both kinds come from one pass: z is replaced by `z + m (z_mean - z)` and then scaled by
-    `s`; at m = 0, s = 1 the run is the clean one, d/dm = grad . (z_mean - z) per position and
-    d/ds = grad . z per prompt and head. The backward pass runs once per output column
-    (2 measures + R random directions), `grad_chunk` columns at a time (`vjp_columns`).
-    """
+def _attribution_run(cfg: ModelConfig, params, tokens, mask, z_mean):
+    """(run, m0, s0): run(m, s) = the final residual at the last token `[batch, d_model]` with
+    z -> z + m (z_mean - z), then scaled by s (m `[layer, batch, pos, head]`, s `[layer,
+    batch, head]`); at (m0, s0) = (0, 1) the clean run."""
     B, P = tokens.shape
     L, H = cfg.n_layers, cfg.n_heads
     patch = jnp.broadcast_to(z_mean[:, None, None], (L, 1, 1) + z_mean.shape[1:])
 
     def run(m, s):
         edits = Edits(z_patch=patch, z_patch_mask=m, head_scale=s)
-        _, tr = model_forward(
-            cfg, params, tokens, mask, edits, Record(resid_post=True, at="last", logits="none")
-        )
-        proj, ld, rand = readout_columns(cfg, params, readout, tr.resid_post)
+        rec = Record(resid_post=True, at="last", logits="none")
+        return model_forward(cfg, params, tokens, mask, edits, rec)[1].resid_post
+
+    return run, jnp.zeros((L, B, P, H), jnp.float32), jnp.ones((L, B, H), jnp.float32)
+
+
+def _attribution_reverse(cfg, params, tokens, mask, z_mean, readout, emotion_index, chunk):
+    """Attribution by one backward pass per output column (2 measures + R directions)."""
+    run, m0, s0 = _attribution_run(cfg, params, tokens, mask, z_mean)
+
+    def cols(m, s):
+        proj, ld, rand = readout_columns(cfg, params, readout, run(m, s))
         own = [own_emotion(proj, emotion_index)[:, None], own_emotion(ld, emotion_index)[:, None]]
         return jnp.concatenate(own + [rand], axis=1)  # [batch, 2 + R]
 
-    m0 = jnp.zeros((L, B, P, H), jnp.float32)
-    s0 = jnp.ones((L, B, H), jnp.float32)
-    out, vjp = jax.vjp(run, m0, s0)
-    gm, gs = vjp_columns(vjp, out, grad_chunk)  # per output column
+    out, vjp = jax.vjp(cols, m0, s0)
+    gm, gs = vjp_columns(vjp, out, chunk)  # per output column
     # gm [C, L, B, P, H] = grad.(z_mean - z): the support of "mean" is minus that. gs [C, L, B, H]
     mean_k = -gm.sum(axis=3).transpose(0, 1, 3, 2)  # [C, L, H, B]
     zero_k = gs.transpose(0, 1, 3, 2)
     both = jnp.stack([zero_k, mean_k])  # [kind, C, L, H, B]
     return both[:, 0], both[:, 1], jnp.moveaxis(both[:, 2:], 1, -1)
+
+
+def _attribution_forward(cfg, params, tokens, mask, z_mean, readout, emotion_index, chunk):
+    """Attribution by one forward-mode pass per (kind, head): the change u `[batch, d_model]`
+    of the final residual, read by every column at once (projections are linear in u; the
+    logit difference through its gradient at the clean residual)."""
+    run, m0, s0 = _attribution_run(cfg, params, tokens, mask, z_mean)
+    L, H = cfg.n_layers, cfg.n_heads
+    x0 = run(m0, s0)
+
+    def ld_sum(x):  # prompts are independent: the gradient's row b is prompt b's own
+        return own_emotion(readout_columns(cfg, params, readout, x)[1], emotion_index).sum()
+
+    g_ld = jax.grad(ld_sum)(x0)  # [batch, d_model]
+
+    def change(i):  # i < L*H: head i's "zero" tangent (d/ds); else head i - L*H's "mean" (d/dm)
+        one = jax.nn.one_hot(i % (L * H), L * H, dtype=jnp.float32).reshape(L, H)
+        ts = jnp.where(i < L * H, 1.0, 0.0) * jnp.broadcast_to(one[:, None], s0.shape)
+        tm = jnp.where(i < L * H, 0.0, -1.0) * jnp.broadcast_to(one[:, None, None], m0.shape)
+        return jax.jvp(run, (m0, s0), (tm, ts))[1]  # support: + d/ds, - d/dm
+
+    n, c = 2 * L * H, max(1, min(chunk, 2 * L * H))
+    idx = jnp.arange(-(-n // c) * c).reshape(-1, c) % n  # padded with repeats, trimmed below
+    u = jax.lax.map(jax.vmap(change), idx).reshape((-1,) + x0.shape)[:n]  # [2LH, batch, d]
+    u = u.reshape((2, L, H) + x0.shape)  # [kind, L, H, batch, d_model]
+    dirs = readout.directions[emotion_index]  # [batch, d_model]
+    proj = jnp.einsum("klhbd,bd->klhb", u, dirs)
+    ld = jnp.einsum("klhbd,bd->klhb", u, g_ld)
+    return proj, ld, u @ readout.random.T.astype(u.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "grad_chunk"))
+def attribution_scores(
+    cfg: ModelConfig, params, tokens, mask, z_mean, readout, emotion_index, grad_chunk: int = 16
+):
+    """Attribution patching of every head, per prompt.
+
+    z_mean `[layer, head, d_head]`: the "mean" kind's reference; emotion_index `[batch]`: which
+    emotion each prompt is scored on. Returns (projection `[kind, layer, head, batch]`,
+    logit_diff `[kind, layer, head, batch]`, random `[kind, layer, head, batch, R]`), kinds in
+    KINDS order: zero = grad . z, mean = grad . (z - z_mean), summed over positions.
+
+    How both kinds come from one run: z is replaced by `z + m (z_mean - z)` and then scaled by
+    `s`; at m = 0, s = 1 the run is the clean one, d/dm = grad . (z_mean - z) per position and
+    d/ds = grad . z per prompt and head. Whichever needs fewer passes runs, `grad_chunk` at a
+    time: one backward pass per output column (2 measures + R random directions,
+    `vjp_columns`), or one forward-mode pass per kind and head (2 L H; the demo's 4 x 4 heads
+    with R = 99: 32 passes instead of 101).
+    """
+    n_cols = 2 + readout.random.shape[0]
+    how = _attribution_forward if 2 * cfg.n_layers * cfg.n_heads < n_cols else _attribution_reverse
+    return how(cfg, params, tokens, mask, z_mean, readout, emotion_index, grad_chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

@@ -11,7 +11,8 @@ emotion):
 Selection: the top-k sets are chosen on one half of each emotion's prompts (seeded split; the
 exact / projection / mean screen averaged over that half) and every effect is measured on the
 other half: the ablation on the held-out emotional prompts, the patching with the mean z over
-them (on all the neutral prompts, which no selection used). The named sets (not chosen from
+them (on `max_neutral` neutral prompts, a seeded sample; no selection used them). The named
+sets (not chosen from
 data) are measured in the same conditions, so every set of a condition shares its clean run
 and its control sets.
 
@@ -154,6 +155,7 @@ def _run_condition(run: _Run, cond: Condition, key) -> tuple[list[dict], dict]:
     shared batches; its rows and sample texts."""
     controls = _controls(run, cond, key)
     every = [hs for hs, _ in cond.sets.values()] + [cs for c in controls.values() for cs in c]
+    every = list(dict.fromkeys(every))  # a top set equal to a named one runs once
     res = core.score_sets(run.model, cond.toks, every, cond.z_ref, run.gen, run.scorer)
     samples = {
         f"{cond.mode}/{cond.emotion}/{name}/{cond.kind}": [
@@ -201,9 +203,18 @@ def _conditions(run: _Run, e: str, sets: dict, held, n_toks, z_neutral) -> list[
                 out.append(Condition(mode, e, k, held["toks"], where, z, sets))
         else:
             n = len(n_toks.texts)
-            where = f"neutral (all, n={n}); z from the emotion's prompts ({held['what']})"
+            where = f"neutral (n={n}); z from the emotion's prompts ({held['what']})"
             out.append(Condition(mode, e, "emotion mean", n_toks, where, held["z"], sets))
     return out
+
+
+def _neutral_sample(neutral_prompts: Sequence[str], gcfg) -> list[str]:
+    """The neutral prompts patched: a seeded sample of `max_neutral` (0 = all), in order."""
+    n = len(neutral_prompts)
+    if not 0 < gcfg.max_neutral < n:
+        return list(neutral_prompts)
+    pick = np.sort(np.random.default_rng((gcfg.seed, 0)).permutation(n)[: gcfg.max_neutral])
+    return [neutral_prompts[i] for i in pick]
 
 
 def run_head_generation(
@@ -239,11 +250,11 @@ def run_head_generation(
         for j, (e, p) in enumerate(emotional_prompts.items())
     }
     toks = {e: run.tokenize([p[i] for i in splits[e][1]]) for e, p in emotional_prompts.items()}
-    toks["/neutral"] = run.tokenize(neutral_prompts)
+    toks["/neutral"] = run.tokenize(_neutral_sample(neutral_prompts, gcfg))
     width = max(t.ids.shape[1] for t in toks.values())
     toks = {k: _padded(t, width) for k, t in toks.items()}
     n_toks = toks["/neutral"]
-    z_neutral = run.mean_z(n_toks)
+    z_neutral = run.mean_z(run.tokenize(neutral_prompts))  # the reference: every neutral prompt
     rows, samples = [], {}
     for j, e in enumerate(emotional_prompts):
         choose_on, held_i = splits[e]

@@ -243,3 +243,16 @@ def test_structureless_model_stays_inside_its_control_sets(tmp_path):
     assert len(ps) == 4 * 2 * 2
     assert sum(p <= 0.1 for p in ps) <= 2, ps
     assert np.mean(covered) >= 0.75, covered
+
+
+def test_edit_effect_pairs_a_set_with_its_controls():
+    model, _ = planted_model(gain=8.0)
+    cfg = model.config
+    emo, _ = planted_prompts(n=4)
+    toks = model.tokenize(emo["gratitude"], prepend_bos=False)
+    z = jnp.zeros((cfg.n_layers, cfg.n_heads, cfg.d_head))
+    gen = hg.GenerationSettings(5, n_control=3, n_samples=2)
+    deltas, controls, samples = hg.edit_effect(model, toks, z, (PLANTED,), gen, grat_words)
+    assert deltas["grat_words"].shape == (4,) and deltas["grat_words"].mean() < 0
+    assert controls["grat_words"].shape == (3, 4) and len(samples) == 2
+    assert abs(controls["grat_words"].mean()) < abs(deltas["grat_words"].mean())

@@ -193,6 +193,30 @@ def test_attribution_is_the_derivative_of_partial_removal():
             assert np.abs(np.asarray(fd_p)).max() > 1e-3  # the check is not 0 == 0
 
 
+def test_attribution_forward_and_reverse_modes_agree():
+    """With more output columns (2 + R) than kinds x heads, attribution runs one forward-mode
+    pass per (kind, head) instead of one backward pass per column: the same numbers."""
+    m = models.random_model(three_layer_config("gpt2"), seed=8)
+    cfg = m.config
+    ids, mask = ragged_batch(8)
+    rng = np.random.default_rng(8)
+    vecs = {e: rng.standard_normal((4, cfg.d_model)).astype(np.float32) for e in ("a", "b")}
+    wids = WordIds({"a": (20, 21), "b": (30,)}, {})
+    emo = jnp.asarray([1, 0, 1])
+    z_mean = 0.3 * jax.random.normal(jax.random.key(9), (cfg.n_layers, cfg.n_heads, cfg.d_head))
+    out = {}
+    for n_random in (3, 30):  # 5 columns < 24 (kind, head) pairs < 32 columns
+        ro = heads.make_readout(cfg, vecs, wids, n_random=n_random, seed=1)
+        out[n_random] = [
+            np.asarray(a)
+            for a in heads.attribution_scores(cfg, m.params, ids, mask, z_mean, ro, emo, 4)
+        ]
+    for k in range(2):
+        np.testing.assert_allclose(out[30][k], out[3][k], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(out[30][2][..., :3], out[3][2], rtol=1e-3, atol=1e-5)
+    assert np.abs(out[3][1]).max() > 1e-3
+
+
 def test_direct_equals_exact_where_nothing_follows():
     """For a last-layer head with the last MLP switched off, the projection is linear in the
     head's write and nothing reads it later: direct == exact."""
