@@ -63,3 +63,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.cross_model.n_random_seeds = 10  # random directions of equal norm (control)
     c.cross_model.seed = 0
     return c
+
+
+def lock_sections(c: ml_collections.ConfigDict) -> None:
+    """Refuse new keys in every section from here on: a misspelt or retired setting in a config
+    file (or an override) fails where it is written instead of being silently ignored."""
+    for key in c.keys():
+        if isinstance(c[key], ml_collections.ConfigDict):
+            c[key].lock()

@@ -18,7 +18,7 @@ import dataclasses
 
 import ml_collections
 
-from configs import sections
+from configs import common, sections
 from configs.common import base_config
 
 
@@ -76,6 +76,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Cosine and probe CIs: 200 prompt resamples (with 1000 the vectors phase ran for over 9
     # minutes per model on a loaded 2-core machine, not yet profiled).
     c.vectors.n_boot = 200
+    common.lock_sections(c)
 
     if arg == "smoke":
         c.models.corpus_lines = 800
@@ -104,6 +105,7 @@ def training(c):
     # One family: the Pythia stand-in, as Pythia is the family that ships its checkpoints.
     c.models.families = ["gpt_neox"]
     c.checkpoints = sections.checkpoints()
+    c.checkpoints.lock()
     # Log-spaced kept steps of the 240 (models.train.steps): the init, then doublings.
     c.checkpoints.steps = (0, 8, 16, 32, 64, 128, 240)
     c.checkpoints.prepend_bos = c.get_ref("prepend_bos")
@@ -137,7 +139,7 @@ def smoke_overrides(c):
         c[name].enabled = False
     c.heads_circuits.k_max = 2
     c.heads_circuits.n_candidates = 4
-    c.heads_circuits.n_random_sets = 4
+    c.heads_circuits.n_null = 4
     c.heads_circuits.n_boot = 200
     c.heads_neurons.n_exact = 8
     c.heads_neurons.n_boot = 200

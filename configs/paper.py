@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import sections
+from configs import common, sections
 from configs.common import base_config
 
 
@@ -39,6 +39,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         _source("pythia-160m", "EleutherAI/pythia-160m"),
         _source("gpt-neo-125m", "EleutherAI/gpt-neo-125m"),
     ]
+    common.lock_sections(c)
     if arg == "larger":  # the study's future work: larger models
         c.models.sources = [
             _source("gpt2-medium", "gpt2-medium"),
@@ -59,6 +60,7 @@ def training(c):
     c.phases = ["dataset", "checkpoints", "report"]
     c.models.sources = [_source("pythia-160m", "EleutherAI/pythia-160m", "step143000")]
     c.checkpoints = sections.checkpoints()
+    c.checkpoints.lock()
     # Pythia's revisions: step0, 1, 2, 4, ..., 512, then every 1000 steps to 143000.
     c.checkpoints.steps = (0, 8, 64, 512, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 143000)
     c.checkpoints.prepend_bos = c.get_ref("prepend_bos")

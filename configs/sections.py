@@ -208,8 +208,9 @@ def heads() -> ml_collections.ConfigDict:
     c.chunk = 4
     # Random unit directions scored like an emotion vector: each head's projection null band,
     # and the max over heads of each direction's scores: the family-wise null a top-k list is
-    # read against (p = (1 + #)/(1 + n_random): 99 lets p reach 0.01). Attribution pulls back
-    # one backward pass per direction (2 + n_random in all), `grad_chunk` at a time.
+    # read against (p = (1 + #)/(1 + n_random): 99 lets p reach 0.01). Attribution runs one
+    # backward pass per output column (2 + n_random) or one forward-mode pass per (kind, head),
+    # whichever is fewer, `grad_chunk` at a time.
     c.n_random = 99
     c.grad_chunk = 16
     # Heads listed per (method, measure, kind, emotion) in top_k.json (most supportive and most
@@ -234,6 +235,8 @@ def heads() -> ml_collections.ConfigDict:
 def heads_circuits() -> ml_collections.ConfigDict:
     """Circuit-search settings (every field commented)."""
     c = ml_collections.ConfigDict()
+    # Run this part of the heads phase? (False leaves it out of the phase and its stage key.)
+    c.enabled = True
     # Which searches to run: "ablation" (on emotional prompts) and/or "patching" (on neutral).
     c.modes = ("ablation", "patching")
     # The measure searched on: "projection" or "logit_diff".
@@ -274,6 +277,8 @@ def heads_circuits() -> ml_collections.ConfigDict:
 def heads_neurons() -> ml_collections.ConfigDict:
     """Neuron-analysis settings (every field commented)."""
     c = ml_collections.ConfigDict()
+    # Run this part of the heads phase? (False leaves it out of the phase and its stage key.)
+    c.enabled = True
     # Layers whose neurons are scored: [first, last) (the study's steering layers 6-7 by default).
     c.layers = (6, 8)
     # Removal kinds: "zero" and/or "mean" (neutral prompts' mean activation).
@@ -288,9 +293,9 @@ def heads_neurons() -> ml_collections.ConfigDict:
     # Random unit directions scored like an emotion vector (direct and attribution): the max
     # over all neurons of the range on each is the family-wise null of the top lists
     # (p = (1 + #)/(1 + n_random)). Attribution pulls back one backward pass per direction,
-    # `grad_chunk` at a time.
+    # `grad_chunk` at a time (4 ran fastest on the 2-core CPU).
     c.n_random = 99
-    c.grad_chunk = 8
+    c.grad_chunk = 4
     # Neurons listed per (method, measure, kind, emotion) in neurons_top.csv.
     c.top_k = 20
     # Rows per chunk for the exact sweep (neurons x prompts are folded into the batch in chunks).
@@ -310,6 +315,8 @@ def heads_neurons() -> ml_collections.ConfigDict:
 def heads_generation() -> ml_collections.ConfigDict:
     """Generation-under-head-edits settings (every field commented)."""
     c = ml_collections.ConfigDict()
+    # Run this part of the heads phase? (False leaves it out of the phase and its stage key.)
+    c.enabled = True
     # Which experiments: "ablation" (emotional prompts) and/or "patching" (neutral prompts).
     c.modes = ("ablation", "patching")
     # What ablated heads become: "zero" and/or "mean" (neutral prompts' mean z).
@@ -329,8 +336,11 @@ def heads_generation() -> ml_collections.ConfigDict:
     # Random head sets per set size and condition (the control; distinct, drawn from the heads
     # outside the evaluated sets of that size; all of them when fewer exist), and the seed of
     # everything. They are generated with the clean and edited runs in shared batches; their
-    # CIs resample prompts and control sets; p against them is at least 1/(1 + n_control).
-    c.n_control = 19
+    # CIs resample prompts and control sets. p against them is at least 1/(1 + n_control): 10
+    # keeps the demo's generation within ~1.5x its time with 3 sets per edit (p >= 0.09, so no
+    # set can be beyond the control at 0.05); 19 lets p reach 0.05, 99 reach 0.01 (GPT-2's 144
+    # heads allow it; generation time grows about linearly with it).
+    c.n_control = 10
     c.seed = 0
     # Neutral prompts the patching runs on: a seeded sample of this many (0 = all). Every
     # condition generates (1 + sets + control sets) continuations per prompt; 35 is the size of

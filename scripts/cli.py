@@ -54,10 +54,13 @@ def flag_error(e: Exception, argv: list[str]) -> str:
     text = str(e)
     # ml_collections quotes its KeyError inside an AttributeError: 'alphs' and the suggestion.
     plain = text.replace("\\n", " ").replace("\\", "").replace("'", " ")
-    key = re.search(r"([A-Za-z0-9_]+)", plain)
+    key = re.search(r'Key "([A-Za-z0-9_]+)" does not exist', text.replace("\\", ""))
+    key = key or re.search(r"([A-Za-z0-9_]+)", plain)
     guess = re.search(r'Did you mean "([A-Za-z0-9_]+)"', plain)
     if isinstance(e, AttributeError | KeyError) and key:
-        flag = next((a.split("=")[0] for a in argv if f".{key.group(1)}" in a), key.group(1))
+        # Not among the overrides: the config file itself sets a key no section has.
+        in_file = f"the config file sets {key.group(1)!r}"
+        flag = next((a.split("=")[0] for a in argv if f".{key.group(1)}" in a), in_file)
         hint = f"did you mean {guess.group(1)!r}? " if guess else ""
         return f"{flag}: no such setting; {hint}every setting is listed in configs/sections.py"
     lines = [x.strip() for x in text.splitlines() if x.strip() and not x.startswith("  File")]

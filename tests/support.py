@@ -163,3 +163,42 @@ def check_script(tmp_path, script, phase):
     )
     assert bad.returncode == 2 and "bad thing; fix it" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def smoke_run(tmp_path_factory, worker_id: str, into: Path) -> tuple[Path, Path, list[str]]:
+    """The smoke study (configs/demo.py:smoke) run once per test session and copied into `into`
+    for the calling module (which may then change its copy freely). Every xdist worker of the
+    session shares the one run under a file lock: it is the suite's costliest fixture.
+    Returns (run dir, model cache dir, the run_study.py arguments that address the copy)."""
+    import shutil
+
+    from filelock import FileLock
+
+    # One directory per session: under xdist the workers' base temps share a parent.
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent
+    shared, cache = root / "smoke-shared" / "run", root / "smoke-shared" / "cache"
+    failed = root / "smoke-shared" / "failed.txt"
+    with FileLock(str(root / "smoke-shared.lock")):
+        if not (shared / ".done").exists() and not failed.exists():
+            cmd = ["--config=configs/demo.py:smoke", f"--workdir={shared}"]
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1"}
+            out = subprocess.run(
+                [sys.executable, str(ROOT / "scripts" / "run_study.py"), *cmd,
+                 f"--config.models.cache_dir={cache}"],
+                capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500,
+            )  # fmt: skip
+            if out.returncode != 0:
+                failed.parent.mkdir(parents=True, exist_ok=True)
+                failed.write_text(f"exit {out.returncode}\n{out.stderr[-4000:]}")
+            else:
+                (shared / ".done").write_text("")
+    assert not failed.exists(), failed.read_text()
+    work = into / "run"
+    shutil.copytree(shared, work, ignore=shutil.ignore_patterns(".lock", ".done"))
+    args = [
+        "--config=configs/demo.py:smoke",
+        f"--workdir={work}",
+        f"--config.models.cache_dir={cache}",
+    ]
+    return work, cache, args

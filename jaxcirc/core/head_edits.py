@@ -247,7 +247,8 @@ def control_summary(delta, controls, n_boot: int, seed: int, level: float) -> di
     `level` band of the C per-set mean deltas (where one random set lands, prompt noise
     included: the same prompts); p_vs_control = (1 + #{|set mean| >= |delta mean|}) / (1 + C),
     two-sided, exact when the set is exchangeable with the control sets (its smallest value is
-    1 / (1 + C)); beyond_control: p_vs_control <= 1 - level. These are the verdict fields.
+    1 / (1 + C): p_floor, so with 1 / (1 + C) > 1 - level no set can be beyond control);
+    beyond_control: p_vs_control <= 1 - level. These are the verdict fields.
 
     What the average random set does: control_mean with a two-level bootstrap CI (control_lo,
     control_hi; each resample draws the n prompts and the C control sets with replacement), so
@@ -263,7 +264,7 @@ def control_summary(delta, controls, n_boot: int, seed: int, level: float) -> di
     keys = ("control_mean", "control_lo", "control_hi", "diff", "diff_lo", "diff_hi")
     keys += ("control_set_lo", "control_set_hi", "p_vs_control", "beyond_control")
     if c.shape[0] == 0:
-        return {**dict.fromkeys(keys), "n_control_sets": 0}
+        return {**dict.fromkeys(keys), "p_floor": None, "n_control_sets": 0}
     rng = np.random.default_rng(seed)
     C, n = c.shape
     pw = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n  # [n_boot, n] prompt weights
@@ -276,7 +277,7 @@ def control_summary(delta, controls, n_boot: int, seed: int, level: float) -> di
     values = (c.mean(), *q(ctrl_b), d.mean() - c.mean(), *q(diff_b), *q(set_means))
     p = float(permutation_pvalue(abs(d.mean()), np.abs(set_means), "greater"))
     out = {k: float(v) for k, v in zip(keys[:-2], values, strict=True)}
-    out.update(p_vs_control=p, beyond_control=bool(p <= 1.0 - level))
+    out.update(p_vs_control=p, beyond_control=bool(p <= 1.0 - level), p_floor=1.0 / (1 + C))
     return {**out, "n_control_sets": int(C)}
 
 

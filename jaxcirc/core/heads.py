@@ -10,7 +10,8 @@ emotion's own prompts (positive = the head carries the emotion, negative = it wo
 |               | write of its reference z), read by m_e; later layers ignored; the logit difference   |
 |               | uses the clean run's final layer-norm scale (frozen)                                 |
 | "attribution" | sum over positions of grad_z m_e . (z - z_ref): the first-order estimate of "exact"  |
-|               | (attribution patching), every head from one forward and one backward pass            |
+|               | (attribution patching), every head at once: one backward pass per output column, or  |
+|               | one forward-mode pass per (kind, head), whichever is fewer                            |
 
 Removal kinds ("ablation"): "zero" (z_ref = 0) and "mean" (z_ref = the head's mean z over the
 neutral prompts' real tokens). With "mean", attribution is gradient x (emotional - neutral)

@@ -116,34 +116,53 @@ def neuron_attribution_null(
     weights `[G, batch]` (e.g. 1/n_e on emotion e's prompts) -> `[kind, G, n_layers_in_range,
     d_mlp, R]`, kinds zero and mean (ref = mu).
 
-    One backward pass per direction, `grad_chunk` at a time (on the 2-core CPU, 4 at a time
-    ran faster than 8, 16 or 33), each reduced to group means at once (per-prompt values for
-    R directions would be R times the scores' size). The run starts from the clean input of
-    the range's first layer (earlier layers cannot change), so neither pass covers them."""
-    B = tokens.shape[0]
-    L, M = cfg.n_layers, cfg.d_mlp
+    A neuron reaches the output only through its MLP's write, so grad_post n = grad_resid .
+    W_out[n], with grad_resid the gradient at the residual after its block (read through an
+    additive `resid_add` on the next block's input): one backward pass per direction from the
+    range's second layer on (`grad_chunk` at a time; 4 ran fastest on the 2-core CPU) serves
+    both kinds and every neuron of the range, each reduced to group means at once (per-prompt
+    values for R directions would be R times the scores' size). The last layer's write reaches
+    only the final residual: there attribution is the direct effect (`neuron_direct_null`)."""
     a, b = layers
-    rec = Record(resid_pre=True, logits="none")
-    _, tr = model_forward(cfg, params, tokens, mask, None, rec)
-    ctx = make_context(tokens, mask, Record(at="last"))
+    L = cfg.n_layers
+    _, tr = model_forward(
+        cfg, params, tokens, mask, None, Record(resid_pre=True, mlp_post=True, logits="none")
+    )
+    refs = jnp.stack([jnp.zeros_like(mu), mu])  # [kind, layer, d_mlp]
+    parts = []
+    inner = range(a, min(b, L - 1))  # layers whose write later blocks read
+    if len(inner):
+        s0, ctx = inner.start + 1, make_context(tokens, mask, Record(at="last"))
 
-    def null(ref):
-        def run(s_range):  # [b - a, batch, d_mlp]: the range's scales
-            s = jnp.ones((L, B, M), jnp.float32).at[a:b].set(s_range)
-            edits = Edits(neuron_scale=s, neuron_mean=ref)
+        def run(add):  # [L - s0, batch, pos, d_model]: added to the inputs of blocks s0..L-1
+            full = jnp.zeros((L,) + add.shape[1:], add.dtype).at[s0:].set(add)
             x, _, _ = run_blocks(
-                cfg, params["blocks"], tr.resid_pre[a], ctx, edits, Record(), range(a, L)
+                cfg,
+                params["blocks"],
+                tr.resid_pre[s0],
+                ctx,
+                Edits(resid_add=full),
+                Record(),
+                range(s0, L),
             )
             return take_last(x, ctx.last) @ random.T.astype(x.dtype)
 
-        out, vjp = jax.vjp(run, jnp.ones((b - a, B, M), jnp.float32))
+        out, vjp = jax.vjp(run, jnp.zeros((L - s0,) + tr.resid_pre.shape[1:], jnp.float32))
+        W_out = params["blocks"]["mlp"]["W_out"]  # [layer, d_mlp, d_model]
 
-        def reduce(g):  # ([c, layers, B, M],) -> [c, G, layers, M]
-            return jnp.einsum("clbm,gb->cglm", g[0], weights)
+        def reduce(g):  # ([c, L - s0, B, P, d],) -> [c, kind, G, len(inner), d_mlp]
+            per = []
+            for layer in inner:
+                grad_post = jnp.einsum("cbpd,md->cbpm", g[0][:, layer + 1 - s0], W_out[layer])
+                act = tr.mlp_post[layer][None] - refs[:, layer][:, None, None]  # [kind, B, P, M]
+                per.append(jnp.einsum("cbpm,kbpm,gb->ckgm", grad_post, act, weights))
+            return jnp.stack(per, axis=3)
 
-        return jnp.moveaxis(heads.vjp_columns(vjp, out, grad_chunk, reduce), 0, -1)
-
-    return jnp.stack([null(jnp.zeros_like(mu)), null(mu)])
+        parts.append(jnp.moveaxis(heads.vjp_columns(vjp, out, grad_chunk, reduce), 0, -1))
+    if b == L:
+        last = (L - 1, L)
+        parts.append(neuron_direct_null(cfg, params, tokens, mask, mu, random, weights, last))
+    return jnp.concatenate(parts, axis=2)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "layers"))
@@ -320,10 +339,16 @@ def shortlist(mean_scores, n: int, first_layer: int) -> tuple[Neuron, ...]:
     )
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "neurons", "chunk"))
+def _exact(cfg: ModelConfig, params, tokens, mask, refs, neurons, target, chunk):
+    removed, clean = neuron_sweep(cfg, params, tokens, mask, refs, neurons, chunk)
+    return target.read(cfg, params, clean)[None, None] - target.read(cfg, params, removed)
+
+
 def exact_effects(cfg: ModelConfig, params, prompts: heads.Prompts, refs, neurons, target, chunk):
     """m(clean) - m(neuron removed) per neuron, kind and prompt `[n_neurons, kind, n_prompts]`
-    (numpy) for `target` (`heads.Target`), refs `[kind, layer, d_mlp]`."""
-    removed, clean = neuron_sweep(cfg, params, prompts.tokens, prompts.mask, refs, neurons, chunk)
-    cols = target.read(cfg, params, removed)
-    ccols = target.read(cfg, params, clean)
-    return np.asarray(ccols[None, None] - cols)
+    (numpy) for `target` (`heads.Target`), refs `[kind, layer, d_mlp]`. The sweep and its
+    reading compile as one program (read outside, every small op compiled on its own)."""
+    neurons = tuple((int(a), int(b)) for a, b in neurons)
+    t, m = jnp.asarray(prompts.tokens), jnp.asarray(prompts.mask)
+    return np.asarray(_exact(cfg, params, t, m, refs, neurons, target, chunk))

@@ -12,9 +12,8 @@ Selection: the top-k sets are chosen on one half of each emotion's prompts (seed
 exact / projection / mean screen averaged over that half) and every effect is measured on the
 other half: the ablation on the held-out emotional prompts, the patching with the mean z over
 them (on `max_neutral` neutral prompts, a seeded sample; no selection used them). The named
-sets (not chosen from
-data) are measured in the same conditions, so every set of a condition shares its clean run
-and its control sets.
+sets (not chosen from data) are measured in the same conditions, so every set of a condition
+shares its clean run and its control sets.
 
 Control: `n_control` random head sets per set size and condition (seeded, distinct, drawn from
 the heads outside every evaluated set of that size; all possible sets when there are fewer),
@@ -29,14 +28,19 @@ and score) holds:
   diff_vs_control, diff_lo, diff_hi       delta - control_delta, two-level bootstrap CI
   control_set_lo, control_set_hi          the central band of the per-set mean deltas (where
                             one random set of this size lands)
-  p_vs_control              (1 + #{|control set mean| >= |delta|}) / (1 + n_control_sets)
+  p_vs_control              (1 + #{|control set mean| >= |delta|}) / (1 + n_control_sets):
+                            is the set unusual among sets of its size (the verdict field)
+  beyond_control, p_floor   p_vs_control <= 1 - level; the smallest p the sets allow, 1/(1 + n)
   n_prompts, prompts, selection, n_control_sets, n_new, min_new_tokens, temperature, seed
 
 generation/summary.json (the report reads it): the same figures per named set ("named_sets":
 {name: [row, ...]}) and top set ("top_sets": [row, ...]) under explicit names (effect, ci_lo,
 ci_hi, control_mean, control_lo, control_hi, control_band_lo, control_band_hi, diff_vs_control,
-diff_lo, diff_hi, p_vs_control, n_control_sets, n_prompts), the study's L0H0 sentiment figures
-("study"), and the settings.
+diff_lo, diff_hi, p_vs_control, beyond_control, p_floor, n_control_sets, n_prompts), the study's
+L0H0 sentiment figures ("study"), and the settings. Is a set unusual among random sets of its
+size: p_vs_control / beyond_control (and the band); diff_vs_control's CI describes THIS set's
+difference from the average random set, which a typical set also shows (see
+`jaxcirc.core.head_edits.control_summary`).
 
 Scores are `jaxcirc.core.scoring.score_texts` (sentiment, politeness, kw_<emotion>) of the
 generated continuation only. The math is `jaxcirc.core.head_edits`.
@@ -287,6 +291,8 @@ _SUMMARY_KEYS = {
     "diff_lo": "diff_lo",
     "diff_hi": "diff_hi",
     "p_vs_control": "p_vs_control",
+    "beyond_control": "beyond_control",
+    "p_floor": "p_floor",
     "n_control_sets": "n_control_sets",
     "n_prompts": "n_prompts",
 }

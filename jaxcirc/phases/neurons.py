@@ -1,6 +1,18 @@
 """MLP neurons (the study's future work): score the neurons of a layer range for every emotion
 and write the tables. The math is `jaxcirc.core.neurons`; files: neurons_scores.npz,
 neurons_top.csv, neurons_exact.csv, neurons_summary.json and neurons_<emotion>.png.
+
+neurons_top.csv (top_k neurons per method, measure, kind and emotion): score, ci_lo, ci_hi (a
+per-neuron bootstrap CI, not adjusted for the n_neurons listed from), rank, and for the
+projection p_max_null (the score against the best neuron of the range on each of `n_random`
+random unit directions: family-wise over the n_neurons), clears_max_null (p <= 1 - level),
+max_null_hi (the level quantile of that max), n_null; empty for logit_diff (no null).
+neurons_exact.csv: the exact removal effect beside attribution, "set" = "shortlist" (the best
+n_exact by attribution) or "random_sample" (n_exact drawn uniformly, seeded).
+neurons_summary.json "values"[emotion]: "shortlist" and "random_sample", each with
+exact_vs_attribution (Spearman rho, its p and permutation band), n_neurons and "how" (how the
+set was chosen: the shortlist's rho is biased toward agreement, the random sample's is not),
+and "kind" (the removal kind they use).
 """
 
 from __future__ import annotations
@@ -186,10 +198,11 @@ def run_neurons(
     word_ids: WordIds | None = None,
     logit_words: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
-    """Score every neuron of `ncfg.layers` for every emotion (direct, attribution), the best
-    `n_exact` exactly; write neurons_scores.npz (all neurons), neurons_top.csv (labelled top
-    lists with CIs), neurons_exact.csv (the exact shortlist beside attribution, with their rank
-    correlation in neurons_summary.json) and one heatmap-free bar plot per emotion."""
+    """Score every neuron of `ncfg.layers` for every emotion (direct, attribution) with the
+    random-direction nulls, the best `n_exact` and a random `n_exact` exactly; write
+    neurons_scores.npz (all neurons), neurons_top.csv (labelled top lists with CIs and the
+    max-over-neurons null), neurons_exact.csv (both sets beside attribution, with their rank
+    correlations in neurons_summary.json) and one bar plot per emotion (module doc)."""
     mc, params = model.config, model.params
     lr = core.check_layers(mc, ncfg.layers)
     if word_ids is None:

@@ -86,7 +86,8 @@ def test_neuron_attribution_is_a_derivative():
 def test_random_direction_nulls_are_the_scores_they_stand_for():
     """neuron_attribution_null / neuron_direct_null for direction r and a group of prompts equal
     the per-prompt attribution / direct scores of a readout whose emotion vector is r, averaged
-    over the group (the null starts at the range's first layer: the same numbers)."""
+    over the group (the null reads each neuron's gradient through its MLP's write: the same
+    numbers)."""
     m = models.random_model(three_layer_config("gpt2"), seed=14)
     cfg = m.config
     ids, mask = ragged_batch(14)
@@ -97,16 +98,16 @@ def test_random_direction_nulls_are_the_scores_they_stand_for():
     readout = heads.make_readout(cfg, vecs, WordIds({"a": (3,), "b": (5,)}, {}), n_random=0)
     mu = 0.1 * jax.random.normal(jax.random.key(6), (cfg.n_layers, cfg.d_mlp))
     weights = jnp.asarray([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])  # two groups of prompts
-    args = (ids, mask, mu, jnp.asarray(r), weights, (1, 3))
+    args = (ids, mask, mu, jnp.asarray(r), weights, (0, 3))  # two inner layers and the last
     attr = np.asarray(neurons.neuron_attribution_null(cfg, m.params, *args, grad_chunk=1))
     direct = np.asarray(neurons.neuron_direct_null(cfg, m.params, *args))
-    assert attr.shape == direct.shape == (2, 2, 2, cfg.d_mlp, 2)  # kind, group, layer, d_mlp, R
+    assert attr.shape == direct.shape == (2, 2, 3, cfg.d_mlp, 2)  # kind, group, layer, d_mlp, R
     for j in range(2):
         emo = jnp.full((3,), j)
         ap, _ = neurons.neuron_attribution(cfg, m.params, ids, mask, mu, readout, emo)
         dp, _ = neurons.neuron_direct(cfg, m.params, ids, mask, mu, readout, emo)
         for name, got, per in (("attr", attr, ap), ("direct", direct, dp)):
-            want = np.einsum("klmb,gb->kglm", np.asarray(per)[:, 1:3], np.asarray(weights))
+            want = np.einsum("klmb,gb->kglm", np.asarray(per), np.asarray(weights))
             np.testing.assert_allclose(got[..., j], want, rtol=1e-4, atol=1e-6, err_msg=name)
     assert np.abs(attr).max() > 1e-4
 

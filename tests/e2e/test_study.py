@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import smoke_run
+
 ROOT = Path(__file__).resolve().parents[2]
 SLUGS = ("gpt2-standin", "pythia-standin", "gpt-neo-standin")
 
@@ -30,17 +32,8 @@ def _run(args, env_extra=None, timeout=1500):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    base = tmp_path_factory.mktemp("study")
-    work, cache = base / "run", base / "cache"
-    args = [
-        "--config=configs/demo.py:smoke",
-        f"--workdir={work}",
-        f"--config.models.cache_dir={cache}",
-    ]
-    out = _run(args)
-    assert out.returncode == 0, out.stderr[-4000:]
-    return work, cache, args
+def smoke(tmp_path_factory, worker_id):
+    return smoke_run(tmp_path_factory, worker_id, tmp_path_factory.mktemp("study"))
 
 
 def test_every_phase_writes_its_artifacts(smoke):
@@ -143,7 +136,7 @@ def test_crash_mid_phase_resumes_without_recomputing(smoke, tmp_path, monkeypatc
     cfg = demo.get_config("smoke")
     cfg.models.cache_dir = str(cache)
 
-    def crash(acts, cfg_, out_dir):
+    def crash(acts, cfg_, out_dir, **_):
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         Path(out_dir, "alignment.csv").write_text("half a fi")
         raise RuntimeError("killed mid-phase")
@@ -517,7 +510,7 @@ def test_small_dataset_and_layers_fail_before_any_work(tmp_path):
     "arg, needle",
     [
         ("--config.steering.alphs=(1.0,)", "did you mean 'alphas'"),
-        ("--config=configs/demo.py:nope", "takes '' or 'smoke'"),
+        ("--config=configs/demo.py:nope", "takes '', 'smoke' or 'training'"),
         ("--no_such_flag=1", "no_such_flag"),
     ],
 )
@@ -526,3 +519,19 @@ def test_flag_and_override_errors_are_one_line(tmp_path, arg, needle):
     if arg.startswith("--config="):
         args = [arg, f"--workdir={tmp_path / 'w'}"]
     _one_line_exit_2(_run(args), needle)
+
+
+def test_a_config_file_setting_no_section_has_is_named(tmp_path):
+    """A retired or misspelt key set inside a config file (not an override) is refused where
+    it is written, instead of being silently ignored."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from configs import demo\n\n"
+        "def get_config(arg=''):\n"
+        "    c = demo.get_config('smoke')\n"
+        "    c.heads_circuits.n_random_sets = 3\n"
+        "    return c\n"
+    )
+    out = _run([f"--config={bad}", f"--workdir={tmp_path / 'w'}"])
+    _one_line_exit_2(out, "'n_random_sets'", "no such setting")
+    assert not (tmp_path / "w").exists()

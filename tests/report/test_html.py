@@ -11,8 +11,6 @@ import csv
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from jaxcirc.infra.artifacts import slug
 from jaxcirc.report import html as report_html
 from jaxcirc.report import html_data, html_interventions, html_markdown
 from jaxcirc.report.html_browser import Browser, find_chromium, screenshot_views
+from tests.support import smoke_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = (
@@ -52,34 +51,21 @@ def _close(shown: str, value: str | float) -> bool:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """The smoke study (configs/demo.py:smoke) run once for this module, and its report.html.
+def smoke(tmp_path_factory, worker_id):
+    """The smoke study (configs/demo.py:smoke, run once per session: tests/support.py) and its
+    report.html.
 
     JAXCIRC_TEST_SMOKE_RUN=<a finished smoke run directory> reuses that run instead (copied, so
     it is left as it was): for iterating on the page without rerunning the study."""
     from configs import demo
     from jaxcirc import study
 
-    work = tmp_path_factory.mktemp("html") / "run"
     reuse = os.environ.get("JAXCIRC_TEST_SMOKE_RUN")
     if reuse:
+        work = tmp_path_factory.mktemp("html") / "run"
         shutil.copytree(reuse, work, ignore=shutil.ignore_patterns("*.npz", ".lock"))
     else:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1"}
-        out = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "run_study.py"),
-                "--config=configs/demo.py:smoke",
-                f"--workdir={work}",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=1500,
-        )
-        assert out.returncode == 0, out.stderr[-4000:]
+        work, _, _ = smoke_run(tmp_path_factory, worker_id, tmp_path_factory.mktemp("html"))
     cfg = demo.get_config("smoke")
     labels = study.model_labels(cfg)
     page = report_html.write_html(work, cfg, labels)
