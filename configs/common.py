@@ -11,8 +11,9 @@ from jaxcirc import config_check
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = ""  # shown in the report title
-    # Phases to run, in order; see jaxcirc.study.PHASES.
-    c.phases = list(config_check.PHASES)
+    # Phases to run, in order: the English study (config_check.DEFAULT_PHASES); the optional
+    # "checkpoints" phase has its own configs (configs/demo.py:training).
+    c.phases = list(config_check.DEFAULT_PHASES)
     # Threads for the per-model phases (vectors, steering, heads), the alignment and the
     # cross-model phase, which are independent once their inputs exist; above 1, the demo's
     # stand-ins also train all at once. Results do not depend on it. 1 = one after another.

@@ -16,6 +16,7 @@ from jaxcirc.data.emotions import EMOTIONAL
 
 PHASES = (
     "dataset",
+    "checkpoints",
     "extract",
     "vectors",
     "alignment",
@@ -24,6 +25,11 @@ PHASES = (
     "cross_model",
     "report",
 )
+# Valid in cfg.phases but not run by default: the study across training checkpoints needs its
+# own config section (configs/demo.py:training, configs/paper.py:training).
+OPTIONAL_PHASES = ("checkpoints",)
+# The English study: every phase but the optional ones (configs.common.base_config).
+DEFAULT_PHASES = tuple(p for p in PHASES if p not in OPTIONAL_PHASES)
 _VECTOR_METHODS = ("sentence_end", "token", "token_delta")
 _CENTRES = ("raw", "neutral", "grand")
 
@@ -78,6 +84,13 @@ def check_phases(names: Iterable[str], what: str) -> None:
 
 def _top(cfg) -> None:
     check_phases(cfg.phases, "config.phases")
+    if "checkpoints" in cfg.phases and "checkpoints" not in cfg:
+        _fail(
+            "phases",
+            list(cfg.phases),
+            "'checkpoints' needs a checkpoints section; use "
+            "configs/demo.py:training or configs/paper.py:training",
+        )
     if cfg.models.kind not in ("standin", "checkpoint"):
         _fail("models.kind", cfg.models.kind, "use 'standin' or 'checkpoint'")
     if cfg.models.kind == "checkpoint" and not cfg.models.sources:

@@ -32,6 +32,7 @@ from jaxcirc.data.activations import Activations
 from jaxcirc.data.emotions import EMOTIONAL, NEUTRAL
 from jaxcirc.infra import artifacts, compile_cache, progress, runlock
 from jaxcirc.phases import alignment as alignment_phase
+from jaxcirc.phases import checkpoints as checkpoints_phase
 from jaxcirc.phases import cross_model as cross_model_phase
 from jaxcirc.phases import dataset as dataset_phase
 from jaxcirc.phases import extract as extract_phase
@@ -296,6 +297,27 @@ def _dataset(st: Study) -> str:
     )
 
 
+def _checkpoints(st: Study, ds_hash: str) -> dict[str, str]:
+    """{label: output hash}: the study across training checkpoints of each model. The key holds
+    what identifies the checkpoints' weights from the config alone, so nothing is loaded (or
+    trained) when the stage is done."""
+    section = phase_sections(st.cfg, "checkpoints")
+    hashes = {}
+    for label in model_labels(st.cfg):
+        ident = checkpoints_phase.identity(st.cfg, label)
+        stage = st.stage(
+            f"checkpoints/{artifacts.slug(label)}", "checkpoints", section, ds=ds_hash, model=ident
+        )
+
+        def fn(label=label, out_dir=stage.dir):
+            inputs = checkpoints_phase.load_inputs(st.cfg, label, st.records("prompts"))
+            return checkpoints_phase.run(inputs, section, out_dir)
+
+        n = len(section.steps)
+        hashes[label] = st.compute(stage, f"checkpoints: {label}, {n} checkpoints", fn)
+    return hashes
+
+
 def _extract(st: Study, ds_hash: str) -> dict[str, str]:
     section = phase_sections(st.cfg, "extract")
     hashes = {}
@@ -495,6 +517,7 @@ def _report(st: Study, upstream: dict) -> Path:
 
 _MODULES = {
     "dataset": dataset_phase,
+    "checkpoints": checkpoints_phase,
     "extract": extract_phase,
     "vectors": vectors_phase,
     "alignment": alignment_phase,
@@ -568,11 +591,22 @@ def _per_model(st: Study, phases: tuple[str, ...], wanted: set, hashes: dict, fn
     }
 
 
+# The phases that read the extraction's activations: without one of them in cfg.phases (the
+# study across training checkpoints), the final models are not extracted.
+_READ_ACTS = {"extract", "vectors", "alignment", "steering", "heads", "cross_model"}
+
+
+def _extracts(cfg, wanted: set) -> bool:
+    return bool(_READ_ACTS & set(cfg.phases)) and bool(wanted - {"dataset", "checkpoints"})
+
+
 def _run(st: Study, wanted: set) -> Path | None:
     """The phases in order; returns the report's path (None when no report was asked for)."""
     cfg = st.cfg
     ds = _dataset(st)
-    acts = _extract(st, ds) if wanted - {"dataset"} else {}
+    in_run = "checkpoints" in cfg.phases and wanted & {"checkpoints", "report"}
+    ckpts = _checkpoints(st, ds) if in_run else {}
+    acts = _extract(st, ds) if _extracts(cfg, wanted) else {}
     needs_controls = wanted & {"alignment", "cross_model", "report"} and len(acts) > 1
     controls = _extract_controls(st, ds) if needs_controls and "alignment" in cfg.phases else {}
     workers = int(cfg.get("workers", 1))
@@ -585,6 +619,8 @@ def _run(st: Study, wanted: set) -> Path | None:
     done = _run_tasks(tasks, workers, st)
     vecs = {label: done[("vectors", label)] for label in acts if ("vectors", label) in done}
     upstream = {"dataset": ds, "extract": acts, "vectors": vecs}
+    if ckpts:
+        upstream["checkpoints"] = ckpts
     if ("alignment", "") in done:
         upstream["alignment"] = done[("alignment", "")]
     # Steering and heads of each model and the cross-model phase need only the vectors and the
@@ -604,6 +640,18 @@ def _run(st: Study, wanted: set) -> Path | None:
     return _report(st, upstream) if "report" in wanted else None
 
 
+def _check_models(st: Study) -> None:
+    """Fail at once on missing weights or a layer the config names that a model lacks, before
+    any work; the study across training checkpoints alone loads its checkpoints itself."""
+    if not _READ_ACTS & set(st.cfg.phases):
+        return
+    if st.cfg.models.kind == "checkpoint":
+        st.models  # noqa: B018 - loads (and checks) every model
+        return
+    for label in model_labels(st.cfg):  # a stand-in's depth is in its config
+        config_check.check_layers(st.cfg, label, _depth(st, label))
+
+
 def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
     """Run the configured phases (and what they need) into `workdir`; returns the report path,
     or the run directory when no report was asked for.
@@ -620,11 +668,7 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
         st = Study(cfg, run)
         progress.STOP.clear()
         try:
-            if st.cfg.models.kind == "checkpoint":
-                st.models  # noqa: B018 - fail at once on missing weights, before any work
-            else:
-                for label in model_labels(cfg):  # a stand-in's depth is in its config
-                    config_check.check_layers(cfg, label, _depth(st, label))
+            _check_models(st)
             report_path = _run(st, wanted)
         except KeyboardInterrupt:
             raise _interrupted(st) from None

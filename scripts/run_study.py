@@ -5,10 +5,12 @@
     python scripts/run_study.py --config=configs/demo.py --workdir=runs/demo --phases=vectors
 
 Configs and their variants (`--config=FILE:VARIANT`): configs/demo.py (the embedded default;
-`:smoke` = CI size), configs/paper.py (the study's checkpoints; `:larger`). Any setting can be
+`:smoke` = CI size; `:training` = the study across training checkpoints of the Pythia stand-in),
+configs/paper.py (the study's checkpoints; `:larger`; `:training` = Pythia-160M's revisions). Any setting can be
 overridden, e.g. --config.steering.seed=1 (every setting: configs/sections.py).
 
-Phases: dataset, extract, vectors, alignment, steering, heads, cross_model, report. A rerun
+Phases: dataset, extract, vectors, alignment, steering, heads, cross_model, report, and
+checkpoints (the `:training` configs' phase, not in the default list). A rerun
 resumes: finished phases whose settings and inputs are unchanged are skipped, and the log says
 which. Ctrl-C stops within seconds (exit 130); the same command then resumes.
 """
@@ -28,14 +30,15 @@ from scripts import cli  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
-    "Study config: configs/demo.py (variant :smoke) or configs/paper.py (variant :larger).",
+    "Study config: configs/demo.py (variants :smoke, :training) or configs/paper.py (variants "
+    ":larger, :training).",
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 _PHASES = flags.DEFINE_list(
     "phases",
     None,
-    "Only these phases (and what they need): dataset, extract, vectors, alignment, steering, "
-    "heads, cross_model, report.",
+    "Only these phases (and what they need): dataset, checkpoints, extract, vectors, alignment, "
+    "steering, heads, cross_model, report.",
 )
 
 

@@ -116,10 +116,12 @@ def _model(root: Path, label: str, s: dict) -> list[str]:
     t = s.get("timing", {})
     if t:
         after = t.get("mean_after_first_s")
+        load = (t.get("per_checkpoint") or [{}])[0].get("load_s")
         lines += [
             "",
             f"Time per checkpoint: first {fmt(t['first_checkpoint_s'], 1)} s "
-            f"({t['compiles_first']} compiles), then {fmt(after, 1)} s on average "
+            f"({t['compiles_first']} compiles; {fmt(load, 1)} s of it loading: a stand-in not yet "
+            f"cached trains all its kept steps then), then {fmt(after, 1)} s on average "
             f"({t['compiles_after_first']} compiles in all); across steps "
             f"{fmt(t.get('across_steps_s'), 1)} s.",
         ]

@@ -48,3 +48,16 @@ def short(v: str) -> str:
     except ValueError:
         return v
     return str(int(x)) if x.is_integer() and "." not in v else fmt(x)
+
+
+# Phases of neither study's own: a config asking for none but these (configs/demo.py:training)
+# ran the study across training checkpoints alone, and its report leaves out the English
+# study's sections, which would only say that nothing was run.
+_NOT_THE_STUDY = {"dataset", "checkpoints", "report"}
+
+
+def runs_the_study(cfg) -> bool:
+    """Whether the run's config (None: unknown, taken as yes) asks for any phase of the study
+    itself beyond the dataset."""
+    phases = getattr(cfg, "phases", None) if cfg is not None else None
+    return phases is None or bool(set(phases) - _NOT_THE_STUDY)

@@ -19,6 +19,7 @@ Content-Security-Policy forbids any request, so the page works as one file sent 
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from jaxcirc.infra import artifacts
 from jaxcirc.report import html_data, html_interventions, html_markdown
+from jaxcirc.report.format import runs_the_study
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
@@ -70,6 +72,7 @@ KNOWN = (
         "heads", r"phase 7\b|attention heads", "Phase 7: attention heads", ("heads", "head-tables")
     ),
     Known("cross-model", r"cross-model", "Cross-model patching"),
+    Known("checkpoints", r"training checkpoints", "Across training checkpoints"),
 )
 FIGURE_TITLES = {
     "vectors": "Cosine between emotion vectors, and the linear probe, per layer",
@@ -211,9 +214,13 @@ def _match(title: str) -> Known | None:
     return next((k for k in KNOWN if re.search(k.pattern, title, re.IGNORECASE)), None)
 
 
-def _sections(md_text: str, labels: Sequence[str], data: dict) -> list[tuple[str, str, str]]:
+def _sections(
+    md_text: str, labels: Sequence[str], data: dict, study: bool = True
+) -> list[tuple[str, str, str]]:
     """(id, title, inner HTML) of every section in report.md's order, with the known sections
-    report.md lacks (phase 2; any phase whose Markdown is missing) inserted where they belong."""
+    report.md lacks (phase 2; any phase whose Markdown is missing) inserted where they belong,
+    unless the run is not of the study (`study` False: the study across training checkpoints
+    alone, whose report.md section the page shows as it shows any other)."""
     out: list[tuple[str, str, str]] = []
     seen: dict[str, int] = {}
     for sec in html_markdown.split_sections(md_text):
@@ -226,7 +233,7 @@ def _sections(md_text: str, labels: Sequence[str], data: dict) -> list[tuple[str
         seen[sid] = len(out)
         out.append((sid, _short_labels(sec.title, labels), body))
     for pos, k in enumerate(KNOWN):
-        if k.id in seen or not (k.id == "extract" or k.figures):
+        if not study or k.id in seen or not (k.id == "extract" or k.figures):
             continue
         body = _with_figures([], k.figures, data, k.id)
         before = [seen[x.id] for x in KNOWN[:pos] if x.id in seen]
@@ -260,6 +267,34 @@ def _with_figures(lines: list[str], figures: Sequence[str], data: dict, sid: str
     return "\n".join(head) + figs + "\n".join(rest)
 
 
+# The study across training checkpoints' figures the page shows (jaxcirc.phases.checkpoints
+# draws them; the page has no chart of its own for them): the probe's accuracy per layer and
+# step, its curve beside the label-shuffle null, each emotion's onset.
+CHECKPOINT_PNGS = {
+    "probe_heatmap.png": "Probe accuracy per layer and training step",
+    "probe_curves.png": "Probe accuracy vs training step, beside its label-shuffle null",
+    "onset.png": "Each emotion's separation from neutral vs training step, beside its null",
+}
+
+
+def checkpoint_figures(root: Path, labels: Sequence[str]) -> str:
+    """The PNGs of CHECKPOINT_PNGS of every model that has them, inlined as data: URIs (the
+    page fetches nothing; ~50-100 kB each)."""
+    out = []
+    for lab in labels:
+        folder = Path(root) / "checkpoints" / artifacts.slug(lab)
+        for name, caption in CHECKPOINT_PNGS.items():
+            if not (folder / name).is_file():
+                continue
+            b64 = base64.b64encode((folder / name).read_bytes()).decode("ascii")
+            text = html.escape(f"{artifacts.slug(lab)}: {caption}")
+            out.append(
+                f'<figure class="fig"><figcaption>{text}</figcaption><img alt="{text}" '
+                f'style="max-width:100%" src="data:image/png;base64,{b64}"></figure>'
+            )
+    return "".join(out)
+
+
 def _asset(name: str) -> str:
     return resources.files("jaxcirc.report").joinpath("web", name).read_text(encoding="utf-8")
 
@@ -284,7 +319,10 @@ def render_html(root: Path, cfg, labels: Sequence[str]) -> str:
         else '<p class="missing">report.md was not found; every number below is read from the '
         "phase artifacts directly.</p>"
     )
-    sections = _sections(md_text, labels, data)
+    sections = [
+        (sid, t, inner + checkpoint_figures(root, labels) if sid == "checkpoints" else inner)
+        for sid, t, inner in _sections(md_text, labels, data, runs_the_study(cfg))
+    ]
     toc = "".join(f'<li><a href="#sec-{sid}">{html.escape(t)}</a></li>' for sid, t, _ in sections)
     body = "".join(
         f'<section class="phase" id="sec-{sid}" aria-labelledby="h-{sid}"><h2 id="h-{sid}">'

@@ -13,8 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jaxcirc.infra import artifacts
-from jaxcirc.report import conclusions, cross_model, differences, heads, representation, steering
-from jaxcirc.report.format import read_json
+from jaxcirc.report import (
+    checkpoints,
+    conclusions,
+    cross_model,
+    differences,
+    heads,
+    representation,
+    steering,
+)
+from jaxcirc.report.format import read_json, runs_the_study
 
 
 def _header(cfg, labels: Sequence[str]) -> list[str]:
@@ -60,14 +68,16 @@ def write_report(root: Path, cfg, labels: Sequence[str]) -> Path:
     root = Path(root)
     labels = list(labels)
     lines = _header(cfg, labels)
+    study = runs_the_study(cfg)
     info = read_json(root / "models.json") or {}
     depth = {label: int(m.get("n_layers", 0)) for label, m in info.items()}
-    lines += conclusions.section_conclusions(root, labels, depth)
+    lines += conclusions.section_conclusions(root, labels, depth) if study else []
     lines += _models_section(root)
-    lines += differences.section_differences(cfg, labels)
+    lines += differences.section_differences(cfg, labels) if study else []
     lines += representation.section_dataset(root, cfg)
-    lines += representation.section_vectors(root, labels)
+    lines += representation.section_vectors(root, labels) if study else []
     lines += representation.section_alignment(root)
+    lines += checkpoints.section_checkpoints(root, labels)
     lines += steering.section_steering(root, labels)
     lines += heads.section_heads(root, labels)
     lines += cross_model.section_cross_model(root)

@@ -276,6 +276,14 @@ def _draw_bands(ax, x, series, dashed, zero_line: bool = True, legend_size: floa
 
 
 @_serialised
+def _legend_layout(panels, ncols: int) -> tuple[int, float]:
+    """(legend columns, bottom margin in inches) of `line_panels`: one column of panels is too
+    narrow for a legend row of four, so its legend is one entry per line, with room below."""
+    names = {name for row in panels for cell in row if cell for name in cell[2]}
+    leg_cols = max(1, min(len(names), 4 if ncols > 1 else 1))
+    return leg_cols, max(1.0, 0.55 + 0.18 * -(-len(names) // leg_cols))
+
+
 def line_panels(
     x,
     panels: Sequence[Sequence],
@@ -305,9 +313,10 @@ def line_panels(
     # Wrapped to the figure's width (no layout engine shrinks a long title to fit).
     title = _wrap(title, w)
     top = 0.45 + 0.2 * len(title.splitlines())  # inches above the first row of panels
-    h = 2.4 * nrows + 1.0 + top
+    leg_cols, bottom = _legend_layout(panels, ncols)
+    h = 2.4 * nrows + bottom + top
     fig = Figure(figsize=(w, h))
-    _place(fig, w, h, 0.75, 0.15, 1.0, top, hspace=0.5, wspace=0.35)
+    _place(fig, w, h, 0.75, 0.15, bottom, top, hspace=0.5, wspace=0.35)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     handles = {}
     for r in range(nrows):
@@ -333,7 +342,7 @@ def line_panels(
         list(handles.values()),
         list(handles.keys()),
         loc="lower center",
-        ncols=min(len(handles), 4),
+        ncols=leg_cols,
         fontsize=8,
         frameon=False,
     )
