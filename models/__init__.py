@@ -8,7 +8,9 @@ pos] naming each token's prompt, 0 at padding): each prompt gets its own positio
 as if alone; `jaxcirc.core.packing` plans such rows.
 
 See `models.contract` for the contract, `models.transformer` for the shared block, and one file per
-family (`gpt2`, `gpt_neox`, `gpt_neo`) for what differs and how HF checkpoints convert.
+family (`gpt2`, `gpt_neox`, `gpt_neo`) for what differs and how HF checkpoints convert;
+`models.tokenizer_files` for how a checkpoint's tokenizer is read (sentencepiece ones by
+`models.spm_tokenizer`).
 """
 
 from models.api import LoadedModel, load, random_model, validate_tokens
@@ -27,6 +29,7 @@ from models.scheduler import (
     batch_sizes,
     run_rows,
 )
+from models.spm_tokenizer import SentencePieceTokenizer
 from models.tokens import Tokens, tokenize
 from models.transformer import (
     Context,
@@ -56,6 +59,7 @@ __all__ = [
     "Rows",
     "RunOut",
     "Sampling",
+    "SentencePieceTokenizer",
     "Tokens",
     "Trace",
     "batch_sizes",

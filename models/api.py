@@ -3,6 +3,7 @@
 model = models.load("gpt2")                     # hub name: download, or the HF cache offline
 model = models.load("EleutherAI/pythia-160m", revision="step143000")
 model = models.load("/path/to/folder")          # config.json + model.safetensors
+model = models.load("rinna/japanese-gpt2-small")  # sentencepiece (spiece.model): models.spm_tokenizer
 toks = model.tokenize(["Thank you so much!"], prepend_bos=False)
 logits, trace = model.forward(toks, record=Record.residuals())
 """
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models import checkpoint, families, param_cache, sharding
+from models import checkpoint, families, param_cache, sharding, tokenizer_files
 from models.config import DTYPES, ModelConfig, dtype_name
 from models.contract import Edits, Record, Trace
 from models.convert import ConversionError
@@ -140,6 +141,10 @@ def load(
 ) -> LoadedModel:
     """Load a GPT-2 / GPT-NeoX (Pythia) / GPT-Neo checkpoint from a folder or a hub name.
 
+    The tokenizer is the folder's (`models.tokenizer_files`): a sentencepiece `spiece.model`
+    (`models.spm_tokenizer`: rinna's Japanese checkpoints) or transformers' tokenizer.json /
+    vocab.json, tokenising as those files say.
+
     `dtype`: of the params and the computation: 'float32' (default), 'bfloat16', 'float16', or
     'auto' for the one config.json names (`torch_dtype`; fp32 when it names none). What stays
     fp32 whatever the dtype is stated in models.contract (Numerics).
@@ -175,7 +180,7 @@ def load(
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), params)
         if mesh is not None:
             params = sharding.shard_params(params, mesh)
-    tokenizer = _tokenizer(folder) if with_tokenizer else None
+    tokenizer = tokenizer_files.load_tokenizer(folder, cfg) if with_tokenizer else None
     return LoadedModel(cfg, params, tokenizer, str(source), revision, key)
 
 
@@ -206,14 +211,6 @@ def checkpoint_dtype(hf: dict) -> str:
         return dtype_name(named)
     except ValueError:
         return "float32"
-
-
-def _tokenizer(folder):
-    if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
-        return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def random_model(

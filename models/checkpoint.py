@@ -24,6 +24,7 @@ TOKENIZER_PATTERNS = [
     "special_tokens_map.json",
     "vocab.json",
     "merges.txt",
+    "spiece.model",  # sentencepiece (rinna's Japanese checkpoints)
 ]
 BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 

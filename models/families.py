@@ -10,8 +10,25 @@ FAMILIES = {m.FAMILY: m for m in (gpt2, gpt_neox, gpt_neo)}
 _BY_MODEL_TYPE = {t: m for m in FAMILIES.values() for t in m.MODEL_TYPES}
 
 
+# Architectures whose names suggest a supported family but whose layout is another: refused with
+# what differs (read from transformers' modeling_gpt_neox_japanese.py).
+REFUSED = {
+    "gpt_neox_japanese": (
+        "abeja's GPT-NeoX-Japanese (abeja/gpt-neox-japanese-2.7b) is not GPT-NeoX: its "
+        "projections have no biases but one attention bias in the last layer, its MLP width is "
+        "intermediate_multiple_size x d_model, and its tokenizer is its own; use a Japanese "
+        "gpt2 / gpt_neox / gpt_neo checkpoint (rinna/japanese-gpt-neox-small, "
+        "cyberagent/open-calm-small, rinna/japanese-gpt2-small)"
+    ),
+}
+
+
 def family_for(hf: dict, where: str = "config.json"):
     model_type = hf.get("model_type")
+    if model_type in REFUSED:
+        raise ConversionError(
+            f"unsupported architecture model_type={model_type!r} in {where}: {REFUSED[model_type]}"
+        )
     if model_type not in _BY_MODEL_TYPE:
         raise ConversionError(
             f"unsupported architecture model_type={model_type!r} in {where}; "

@@ -26,11 +26,36 @@ MODEL_TYPES = ("gpt2",)
 # every field that sets the architecture. n_inner is null in all four (MLP width 4 * n_embd);
 # the weights ship in fp32. Parameter counts (embeddings once) are checked in
 # tests/models/test_published_configs.py.
+#
+# rinna's Japanese GPT-2s (rinna/japanese-gpt2-xsmall, -small, -medium, rinna/japanese-gpt-1b):
+# the same architecture with a sentencepiece vocabulary (spiece.model, models.spm_tokenizer) and
+# an explicit n_inner, which for xsmall is 4.5 * n_embd (2304 for 512), not 4 * n_embd.
+# japanese-gpt-1b uses gelu_fast (the tanh GELU, as gelu_new), a 44,928-row vocabulary (the
+# sentencepiece pieces padded to a multiple of 128) and bos 2 / eos 3; the GPT-2s bos 1 / eos 2.
+# Values from the hub config.json files as shown on huggingface.co (found with the docs search):
+# japanese-gpt2-small at its first commit 0ba6572, japanese-gpt2-xsmall at 7ca3df4 (n_ctx 768
+# there, ignored: n_positions 1024 is what the weights hold), japanese-gpt2-medium via
+# fine-tunes' copies (huranokuma/es2, "_name_or_path": "rinna/japanese-gpt2-medium"),
+# japanese-gpt-1b at main (8a10e98). rinna's GPT-2s ship fp32 weights, japanese-gpt-1b fp16.
+_RINNA = dict(vocab_size=32000, bos_token_id=1, eos_token_id=2)
 PUBLISHED = {
     "gpt2": dict(n_layer=12, n_embd=768, n_head=12),  # 124,439,808 parameters
     "gpt2-medium": dict(n_layer=24, n_embd=1024, n_head=16),  # 354,823,168
     "gpt2-large": dict(n_layer=36, n_embd=1280, n_head=20),  # 774,030,080
     "gpt2-xl": dict(n_layer=48, n_embd=1600, n_head=25),  # 1,557,611,200
+    "japanese-gpt2-xsmall": dict(n_layer=6, n_embd=512, n_head=8, n_inner=2304, **_RINNA),
+    "japanese-gpt2-small": dict(n_layer=12, n_embd=768, n_head=12, n_inner=3072, **_RINNA),
+    "japanese-gpt2-medium": dict(n_layer=24, n_embd=1024, n_head=16, n_inner=4096, **_RINNA),
+    "japanese-gpt-1b": dict(
+        n_layer=24,
+        n_embd=2048,
+        n_head=16,
+        n_inner=8192,
+        vocab_size=44928,
+        activation_function="gelu_fast",
+        bos_token_id=2,
+        eos_token_id=3,
+    ),
 }
 _BASE = dict(
     model_type="gpt2",
@@ -70,7 +95,7 @@ _IGNORED = COMMON_IGNORED | {
 
 
 def published_config(name: str) -> dict:
-    """The HF config.json dict of a published GPT-2 size."""
+    """The HF config.json dict of a published GPT-2 size (OpenAI's or rinna's)."""
     return {**_BASE, **PUBLISHED[name]}
 
 

@@ -30,6 +30,18 @@ PUBLISHED = {
     "gpt-neo-125m": dict(num_layers=12, hidden_size=768, num_heads=12),
     "gpt-neo-1.3b": dict(num_layers=24, hidden_size=2048, num_heads=16),
     "gpt-neo-2.7b": dict(num_layers=32, hidden_size=2560, num_heads=20),
+    # yellowback/gpt-neo-japanese-1.3B: GPT-Neo-1.3B's shape with a 32,000-token byte-level BPE
+    # (tokenizer.json), bos = eos = 0 (pad 1, which the forward never reads); fp32 weights. From
+    # the hub config.json at its first commit 500e541 as shown on huggingface.co (the later "rm
+    # path" commit removed only _name_or_path, going by the file sizes, 1,256 -> 1.21 kB).
+    "gpt-neo-japanese-1.3b": dict(
+        num_layers=24,
+        hidden_size=2048,
+        num_heads=16,
+        vocab_size=32000,
+        bos_token_id=0,
+        eos_token_id=0,
+    ),
 }
 _BASE = dict(
     model_type="gpt_neo",

@@ -29,6 +29,23 @@ MODEL_TYPES = ("gpt_neox",)
 # weights ship in fp16. The vocabulary is the tokenizer's 50277 ids padded to a multiple of 128
 # times GPT-NeoX's model-parallel degree, so it grows for 6.9B (50432) and 12B (50688).
 # Parameter counts are the model card's, checked in tests/models/test_published_configs.py.
+#
+# Japanese GPT-NeoX checkpoints: sequential residual (use_parallel_residual false), rotary on
+# every head dim (rotary_pct 1.0), untied unembedding, intermediate_size 4 * hidden_size.
+# cyberagent/open-calm-*: a 52,096-row vocabulary (tokenizer.json, bos = eos = 0), fp16 weights
+# (open-calm-small ships only pytorch_model.bin, read with torch.load(weights_only=True)).
+# rinna/japanese-gpt-neox-small: sentencepiece (spiece.model), 44,416 rows, bos 2 / eos 3, fp32.
+# Values from the hub config.json files as shown on huggingface.co (found with the docs search):
+# open-calm-small at 0a44e4c, -medium at a176b39, -1b at main; -large from a fine-tune's copy
+# (Mizuiro-sakura/open-calm-large-finetuned-databricks-dolly, "_name_or_path":
+# "open-calm-large"); japanese-gpt-neox-small from a transformers 4.46 re-save of the hub file
+# (RichardErkhov/rinna_-_japanese-gpt-neox-small-awq), rinna's own file unread.
+_OPEN_CALM = dict(
+    vocab_size=52096, rotary_pct=1.0, use_parallel_residual=False, bos_token_id=0, eos_token_id=0
+)
+_RINNA = dict(
+    vocab_size=44416, rotary_pct=1.0, use_parallel_residual=False, bos_token_id=2, eos_token_id=3
+)
 PUBLISHED = {
     "pythia-14m": dict(num_hidden_layers=6, hidden_size=128, num_attention_heads=4),
     "pythia-70m": dict(num_hidden_layers=6, hidden_size=512, num_attention_heads=8),
@@ -42,6 +59,21 @@ PUBLISHED = {
     ),
     "pythia-12b": dict(
         num_hidden_layers=36, hidden_size=5120, num_attention_heads=40, vocab_size=50688
+    ),
+    "open-calm-small": dict(
+        num_hidden_layers=12, hidden_size=768, num_attention_heads=12, **_OPEN_CALM
+    ),
+    "open-calm-medium": dict(
+        num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, **_OPEN_CALM
+    ),
+    "open-calm-large": dict(
+        num_hidden_layers=24, hidden_size=1536, num_attention_heads=16, **_OPEN_CALM
+    ),
+    "open-calm-1b": dict(
+        num_hidden_layers=24, hidden_size=2048, num_attention_heads=16, **_OPEN_CALM
+    ),
+    "japanese-gpt-neox-small": dict(
+        num_hidden_layers=12, hidden_size=768, num_attention_heads=12, **_RINNA
     ),
 }
 _BASE = dict(
@@ -80,9 +112,9 @@ _IGNORED = COMMON_IGNORED | {"attention_dropout", "hidden_dropout"}
 
 
 def published_config(name: str) -> dict:
-    """The HF config.json dict of a published Pythia size."""
+    """The HF config.json dict of a published Pythia, open-calm or rinna GPT-NeoX size."""
     p = PUBLISHED[name]
-    return {**_BASE, **p, "intermediate_size": 4 * p["hidden_size"]}
+    return {**_BASE, "intermediate_size": 4 * p["hidden_size"], **p}
 
 
 def with_layers(hf: dict, n_layers: int) -> dict:

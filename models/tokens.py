@@ -27,6 +27,7 @@ class Tokens:
     texts: tuple[str, ...]
     prepend_bos: bool
     pad_id: int
+    tokenizer: dict | None = None  # the tokenizer's own `record()` when it has one (sentencepiece)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -48,12 +49,15 @@ class Tokens:
 
     def record(self) -> dict:
         """What a run directory stores about how the text became tokens."""
-        return {
+        out = {
             "prepend_bos": self.prepend_bos,
             "pad_id": self.pad_id,
             "padding_side": "right",
             "lengths": self.lengths.tolist(),
         }
+        if self.tokenizer is not None:
+            out["tokenizer"] = self.tokenizer
+        return out
 
 
 def tokenize(
@@ -97,4 +101,5 @@ def tokenize(
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
         mask[i, : len(r)] = True
-    return Tokens(ids, mask, tuple(offs), tuple(texts), prepend_bos, int(pad_id))
+    described = tokenizer.record() if hasattr(tokenizer, "record") else None
+    return Tokens(ids, mask, tuple(offs), tuple(texts), prepend_bos, int(pad_id), described)

@@ -32,6 +32,8 @@ MIN_VOCAB = 257
 # Bump when `train_backend` changes what given lines produce: cached tokenizers then miss.
 VERSION = 1
 
+FILENAME = "tokenizer.json"  # what a checkpoint folder calls the file `save_tokenizer` writes
+
 
 def train_tokenizer(lines: Sequence[str], vocab_size: int = 1024):
     """A byte-level BPE of at most `vocab_size` tokens (EOS and the 256 bytes included),
