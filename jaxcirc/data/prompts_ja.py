@@ -25,9 +25,11 @@ and hold no emotion keyword at all.
 Pairs. Each entry is (en, marked text): en is the index of the English prompt it renders in
 `jaxcirc.data.prompts.PROMPTS[set][emotion]` (same set, same emotion), or None for a text written
 for Japanese alone (e.g. 恩に着る, すまん, 御礼申し上げます); the dataset builder turns it into the
-record's `en_id` ("baseline-neutral-012"). Every neutral text is paired (170 pairs: the
+record's `en_id` ("baseline-neutral-012"). Every neutral text is paired, in the English order
+(ja-baseline-neutral-012 renders baseline-neutral-012; 170 pairs in the balanced sets: the
 cross-language map is fit on paired neutral prompts); 63 of 70 baseline and 97-98 of 100 extended
-texts per emotion are paired. Translations are free where a literal one would not be said:
+texts per emotion are paired, and all 35 real-world texts. No English prompt has two Japanese
+renderings. Translations are free where a literal one would not be said:
 "I'm so sorry about your cat" is sympathy, not apology, in Japanese, so it has no counterpart.
 """
 
