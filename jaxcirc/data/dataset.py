@@ -18,6 +18,10 @@ A dataset file is JSONL, one record per line:
 |            |                     | starting or ending on whitespace                            |
 | `register` | str, optional       | required on "realworld" records and only there: one of      |
 |            |                     | `REGISTERS` ("social", "review", "mail")                    |
+| `language` | str, optional       | one of `LANGUAGES` ("en", "ja"); absent means "en". A file  |
+|            |                     | holds one language                                          |
+| `en_id`    | str, optional       | non-English records only: the id of the English prompt this |
+|            |                     | one renders (same emotion), e.g. "baseline-neutral-012"     |
 
 What a span means depends on the emotion:
 
@@ -32,6 +36,11 @@ What a span means depends on the emotion:
 Character offsets are Python `str` indices (code points), which is what tokenizers' offset
 mappings use for `str` input.
 
+Japanese (`language` "ja", texts in `jaxcirc.data.prompts_ja`, ids "ja-<set>-<emotion>-<nnn>"):
+the same schema and rules; spans cover the morphemes of an emotion keyword, and `en_id` pairs a
+text with its English counterpart so the two languages can be compared prompt for prompt
+(`read_jsonl(..., en_ids=english_ids())` checks every pointer resolves).
+
 The balanced sets ("baseline", "extended") have exactly the same number of records per emotion;
 `read_jsonl` refuses an unbalanced file unless told not to expect balance (the 35 real-world
 texts are only roughly balanced, see `jaxcirc.data.prompts.REALWORLD`).
@@ -40,13 +49,17 @@ texts are only roughly balanced, see `jaxcirc.data.prompts.REALWORLD`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from jaxcirc.data import prompts
-from jaxcirc.data.emotions import EMOTIONS  # noqa: F401 - the record schema's classes
+from jaxcirc.data import prompts, prompts_ja
+from jaxcirc.data.emotions import (
+    EMOTIONS,  # noqa: F401 - the record schema's classes
+    LANGUAGES,
+)
 from jaxcirc.infra import artifacts
 
 SETS: tuple[str, ...] = ("baseline", "extended", "realworld")
@@ -60,8 +73,22 @@ STUDY_STATS: dict[str, dict[str, float | int | None]] = {
     "realworld": {"total": 35, "per_emotion": None, "mean_chars": None},
 }
 
+STUDY_STATS_JA: dict[str, dict[str, float | int | None]] = {
+    # The study's design sizes for the Japanese sets; it has no Japanese set, so no mean length.
+    name: {**figures, "mean_chars": None}
+    for name, figures in STUDY_STATS.items()
+}
+
+
+def study_stats(language: str = "en") -> dict[str, dict[str, float | int | None]]:
+    """The study's figures to print beside ours for `language` (STUDY_STATS or STUDY_STATS_JA)."""
+    if language not in LANGUAGES:
+        raise DatasetError(f"unknown language {language!r}; use one of {', '.join(LANGUAGES)}")
+    return STUDY_STATS if language == "en" else STUDY_STATS_JA
+
+
 _FIELDS_REQUIRED = ("id", "set", "emotion", "text", "spans")
-_FIELDS_OPTIONAL = ("register",)
+_FIELDS_OPTIONAL = ("register", "language", "en_id")
 
 
 class DatasetError(ValueError):
@@ -83,6 +110,8 @@ class Record:
     text: str
     spans: tuple[tuple[int, int], ...]
     register: str | None = None
+    language: str = "en"
+    en_id: str | None = None
 
     def __post_init__(self):
         # Accept lists (as read from JSON) but store tuples, so records hash and compare.
@@ -111,6 +140,10 @@ class Record:
         }
         if self.register is not None:
             out["register"] = self.register
+        if self.language != "en":  # absent means English: English files read as before
+            out["language"] = self.language
+        if self.en_id is not None:
+            out["en_id"] = self.en_id
         return out
 
 
@@ -125,6 +158,7 @@ def _check_record(r: Record) -> None:
         raise DatasetError(f"text must be a non-empty string, got {r.text!r}; write the prompt")
     if r.text != r.text.strip():
         raise DatasetError(f"text {r.text!r} has leading/trailing whitespace; strip it")
+    _check_language(r)
     if r.set == "realworld":
         if r.register not in REGISTERS:
             raise DatasetError(
@@ -162,6 +196,23 @@ def _check_record(r: Record) -> None:
                 f"span [{s}, {e}] = {piece!r} starts or ends on whitespace; trim it to the word"
             )
         prev_end = e
+
+
+def _check_language(r: Record) -> None:
+    if r.language not in LANGUAGES:
+        raise DatasetError(f"unknown language {r.language!r}; use one of {', '.join(LANGUAGES)}")
+    if r.en_id is None:
+        return
+    if r.language == "en":
+        raise DatasetError(
+            f"en_id {r.en_id!r} on an English record; en_id points from another language's "
+            "record to its English counterpart, remove it"
+        )
+    if not isinstance(r.en_id, str) or not r.en_id.strip():
+        raise DatasetError(
+            f"en_id must be a non-empty string, got {r.en_id!r}; name the English prompt's id "
+            "or drop the field"
+        )
 
 
 def normalize_text(text: str) -> str:
@@ -233,44 +284,93 @@ def check_balance(records: Sequence[Record], where: str = "records") -> None:
         )
 
 
-def build(set_name: str) -> list[Record]:
-    """The records of one set ("baseline", "extended" or "realworld"), from `jaxcirc.data.prompts`.
+def build(set_name: str, language: str = "en") -> list[Record]:
+    """The records of one set ("baseline", "extended" or "realworld") in `language` ("en": from
+    `jaxcirc.data.prompts`; "ja": from `jaxcirc.data.prompts_ja`).
 
-    Ordered by emotion (`EMOTIONS` order), then as written; ids are "<set>-<emotion>-<nnn>".
-    Checks what the texts promise: spans of emotional records are entries of
-    `prompts.SPAN_LEXICON`, neutral spans are not, no duplicates, balanced sets are balanced.
+    Ordered by emotion (`EMOTIONS` order), then as written; ids are "<set>-<emotion>-<nnn>", with
+    "<language>-" in front for a language other than English. Japanese records carry `en_id`, the
+    id of the English prompt they render, where they have one. Checks what the texts promise:
+    spans of emotional records are entries of the language's span lexicon, neutral spans are
+    not, every `en_id` names an English prompt of the same emotion, no duplicates, balanced sets
+    are balanced.
     """
     if set_name not in SETS:
         raise DatasetError(f"unknown set {set_name!r}; use one of {', '.join(SETS)}")
-    if set_name == "realworld":
-        items = [(emo, reg, marked) for reg, emo, marked in prompts.REALWORLD]
-    else:
-        items = [
-            (emo, None, marked) for emo in EMOTIONS for marked in prompts.PROMPTS[set_name][emo]
-        ]
+    if language not in LANGUAGES:
+        raise DatasetError(f"unknown language {language!r}; use one of {', '.join(LANGUAGES)}")
+    prefix = "" if language == "en" else f"{language}-"
+    en_ids = english_ids() if language != "en" else {}
     records = []
     seen = dict.fromkeys(EMOTIONS, 0)
-    for emo, reg, marked in sorted(items, key=lambda it: EMOTIONS.index(it[0])):
+    items = _marked_items(set_name, language)
+    for emo, reg, en, marked in sorted(items, key=lambda it: EMOTIONS.index(it[0])):
         text, spans = parse_marked(marked)
         rec = Record(
-            id=f"{set_name}-{emo}-{seen[emo]:03d}",
+            id=f"{prefix}{set_name}-{emo}-{seen[emo]:03d}",
             set=set_name,
             emotion=emo,
             text=text,
             spans=spans,
             register=reg,
+            language=language,
+            en_id=None if en is None else f"{set_name}-{emo}-{en:03d}",
         )
         seen[emo] += 1
         _check_lexicon(rec)
+        try:
+            check_pair(rec, en_ids)
+        except DatasetError as e:
+            raise DatasetError(f"{rec.id}: {e}") from None
         records.append(rec)
-    check_unique(records, where=f"set {set_name!r}")
+    check_unique(records, where=f"set {set_name!r} ({language})")
     if set_name in BALANCED_SETS:
-        check_balance(records, where=f"set {set_name!r}")
+        check_balance(records, where=f"set {set_name!r} ({language})")
     return records
 
 
+def _marked_items(set_name: str, language: str) -> list[tuple[str, str | None, int | None, str]]:
+    """(emotion, register, English index or None, marked text) of one shipped set."""
+    if language == "en":
+        if set_name == "realworld":
+            return [(emo, reg, None, marked) for reg, emo, marked in prompts.REALWORLD]
+        return [(e, None, None, m) for e in EMOTIONS for m in prompts.PROMPTS[set_name][e]]
+    if set_name == "realworld":
+        return [(emo, reg, en, marked) for reg, emo, en, marked in prompts_ja.REALWORLD_JA]
+    return [(e, None, en, m) for e in EMOTIONS for en, m in prompts_ja.PROMPTS_JA[set_name][e]]
+
+
+@functools.cache
+def _english_ids() -> tuple[tuple[str, str], ...]:
+    return tuple((r.id, r.emotion) for s in SETS for r in build(s, "en"))
+
+
+def english_ids() -> dict[str, str]:
+    """{id: emotion} of every shipped English record (all three sets): what an `en_id` may name."""
+    return dict(_english_ids())
+
+
+def check_pair(rec: Record, en_ids: Mapping[str, str]) -> None:
+    """Raise DatasetError unless rec.en_id (if any) is a key of `en_ids` ({English id: emotion})
+    whose emotion is rec's."""
+    if rec.en_id is None:
+        return
+    if rec.en_id not in en_ids:
+        raise DatasetError(
+            f"en_id {rec.en_id!r} names no English prompt; use the id of an English record "
+            "(e.g. 'baseline-neutral-012') or drop the field"
+        )
+    if en_ids[rec.en_id] != rec.emotion:
+        raise DatasetError(
+            f"en_id {rec.en_id!r} names an English {en_ids[rec.en_id]!r} prompt but this record "
+            f"is {rec.emotion!r}; pair prompts of the same emotion"
+        )
+
+
 def _check_lexicon(rec: Record) -> None:
-    all_words = {w for ws in prompts.SPAN_LEXICON.values() for w in ws}
+    lexicon = prompts.SPAN_LEXICON if rec.language == "en" else prompts_ja.SPAN_LEXICON_JA
+    all_words = {w for ws in lexicon.values() for w in ws}
+    name = "SPAN_LEXICON" if rec.language == "en" else "SPAN_LEXICON_JA"
     for piece in rec.span_texts():
         word = piece.casefold()
         if rec.emotion == "neutral":
@@ -279,9 +379,9 @@ def _check_lexicon(rec: Record) -> None:
                     f"{rec.id}: neutral anchor {piece!r} is an emotion word; pick a neutral "
                     "content word"
                 )
-        elif word not in prompts.SPAN_LEXICON[rec.emotion]:
+        elif word not in lexicon[rec.emotion]:
             raise DatasetError(
-                f"{rec.id}: span {piece!r} is not in SPAN_LEXICON[{rec.emotion!r}]; add it "
+                f"{rec.id}: span {piece!r} is not in {name}[{rec.emotion!r}]; add it "
                 "there or mark the emotion word"
             )
 
@@ -296,16 +396,25 @@ def write_jsonl(records: Sequence[Record], path: str | os.PathLike) -> None:
     artifacts.atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def read_jsonl(path: str | os.PathLike, expect_balanced: bool = True) -> list[Record]:
+def read_jsonl(
+    path: str | os.PathLike,
+    expect_balanced: bool = True,
+    language: str | None = None,
+    en_ids: Mapping[str, str] | None = None,
+) -> list[Record]:
     """Read and validate a dataset file.
 
     Blank lines are skipped (line numbers still count them). Raises DatasetError
     "<path>:<line>: <reason>; <how to fix>" for malformed JSON, a non-object line, missing or
-    unknown fields, wrong types, an unknown set/emotion/register, a bad span, a duplicate id or
-    text; and "<path>: unbalanced classes (...)" when `expect_balanced` and the per-emotion
-    counts differ.
+    unknown fields, wrong types, an unknown set/emotion/register/language, a bad span, a duplicate
+    id or text, a record in another language than `language` (None: than the file's first
+    record), an `en_id` that `en_ids` ({English id: emotion}, e.g. `english_ids()`; None: not
+    checked) does not hold with the same emotion; and "<path>: unbalanced classes (...)" when
+    `expect_balanced` and the per-emotion counts differ.
     """
     path = Path(path)
+    if language is not None and language not in LANGUAGES:
+        raise DatasetError(f"unknown language {language!r}; use one of {', '.join(LANGUAGES)}")
     try:
         # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends, which
         # splitlines() would treat as line ends and so shift every reported line number.
@@ -315,36 +424,56 @@ def read_jsonl(path: str | os.PathLike, expect_balanced: bool = True) -> list[Re
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
     records: list[Record] = []
-    ids: dict[str, int] = {}
-    texts: dict[str, int] = {}
+    seen = _Seen()
     for lineno, line in enumerate(lines, start=1):
         line = line.removesuffix("\r")
         if not line.strip():
             continue
-        where = f"{path}:{lineno}"
         try:
             rec = _record_from_line(line)
+            seen.check(rec, language or (records[0].language if records else None), language)
+            if en_ids is not None:
+                check_pair(rec, en_ids)
         except DatasetError as e:
-            raise DatasetError(f"{where}: {e}") from None
-        if rec.id in ids:
-            raise DatasetError(
-                f"{where}: duplicate id {rec.id!r} (first on line {ids[rec.id]}); "
-                "give every record a unique id"
-            )
-        key = normalize_text(rec.text)
-        if key in texts:
-            raise DatasetError(
-                f"{where}: duplicate text {rec.text!r} (same as line {texts[key]} after case "
-                "and whitespace normalisation); remove or reword one of them"
-            )
-        ids[rec.id] = lineno
-        texts[key] = lineno
+            raise DatasetError(f"{path}:{lineno}: {e}") from None
+        seen.add(rec, lineno)
         records.append(rec)
     if not records:
         raise DatasetError(f"{path}: no records; write one JSON object per line")
     if expect_balanced:
         check_balance(records, where=str(path))
     return records
+
+
+class _Seen:
+    """Ids and normalised texts read so far, with their line numbers (for read_jsonl)."""
+
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+        self.texts: dict[str, int] = {}
+
+    def check(self, rec: Record, language: str | None, asked: str | None) -> None:
+        if rec.id in self.ids:
+            raise DatasetError(
+                f"duplicate id {rec.id!r} (first on line {self.ids[rec.id]}); "
+                "give every record a unique id"
+            )
+        key = normalize_text(rec.text)
+        if key in self.texts:
+            raise DatasetError(
+                f"duplicate text {rec.text!r} (same as line {self.texts[key]} after case "
+                "and whitespace normalisation); remove or reword one of them"
+            )
+        if language is not None and rec.language != language:
+            why = "the file is read as" if asked else "the file's first record is"
+            raise DatasetError(
+                f"record language {rec.language!r} but {why} {language!r}; a file holds one "
+                'language (an absent "language" field means "en")'
+            )
+
+    def add(self, rec: Record, lineno: int) -> None:
+        self.ids[rec.id] = lineno
+        self.texts[normalize_text(rec.text)] = lineno
 
 
 def _record_from_line(line: str) -> Record:
@@ -375,8 +504,9 @@ def _record_from_line(line: str) -> Record:
             raise DatasetError(
                 f"field {key!r} must be a string, got {type(obj[key]).__name__}; quote it"
             )
-    if "register" in obj and not isinstance(obj["register"], str):
-        raise DatasetError("field 'register' must be a string; quote it or drop the field")
+    for key in _FIELDS_OPTIONAL:
+        if key in obj and not isinstance(obj[key], str):
+            raise DatasetError(f"field {key!r} must be a string; quote it or drop the field")
     spans = obj["spans"]
     if not isinstance(spans, list) or not all(isinstance(s, list) for s in spans):
         raise DatasetError(
@@ -390,6 +520,8 @@ def _record_from_line(line: str) -> Record:
         text=obj["text"],
         spans=spans,
         register=obj.get("register"),
+        language=obj.get("language", "en"),
+        en_id=obj.get("en_id"),
     )
 
 
@@ -403,26 +535,33 @@ def stats(records: Sequence[Record]) -> dict:
     Keys: total, count {emotion: n}, balanced (all emotions equal and non-zero), mean_chars,
     mean_chars_by_emotion, mean_words, mean_words_by_emotion (words = whitespace-separated
     tokens; by-emotion means are 0.0 for an absent emotion), sets (sorted names present), and
-    registers {register: n} when any record has one.
+    registers {register: n} when any record has one. When any record is not English, the word
+    means are None (Japanese is written without spaces: whitespace-separated tokens count
+    nothing) and "language" names the languages present, joined by "+".
     """
     counts = class_counts(records)
-    chars = [len(r.text) for r in records]
-    words = [len(r.text.split()) for r in records]
+    english = all(r.language == "en" for r in records)
+
+    def mean_words(rs: Sequence[Record]) -> float | None:
+        return _mean([len(r.text.split()) for r in rs]) if english else None
+
     out = {
         "total": len(records),
         "count": counts,
         "balanced": bool(records) and len(set(counts.values())) == 1,
-        "mean_chars": _mean(chars),
+        "mean_chars": _mean([len(r.text) for r in records]),
         "mean_chars_by_emotion": {
             e: _mean([len(r.text) for r in records if r.emotion == e]) for e in EMOTIONS
         },
-        "mean_words": _mean(words),
+        "mean_words": mean_words(records),
         "mean_words_by_emotion": {
-            e: _mean([len(r.text.split()) for r in records if r.emotion == e]) for e in EMOTIONS
+            e: mean_words([r for r in records if r.emotion == e]) for e in EMOTIONS
         },
         "sets": sorted({r.set for r in records}),
     }
     regs = [r.register for r in records if r.register is not None]
     if regs:
         out["registers"] = {g: regs.count(g) for g in REGISTERS if g in regs}
+    if not english:
+        out["language"] = "+".join(sorted({r.language for r in records}))
     return out

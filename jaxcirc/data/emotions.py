@@ -2,7 +2,8 @@
 
 EMOTIONS is the label order of every dataset, activation file and class axis (`labels` index into
 it); EMOTIONAL are the three emotions a vector, steering run or head score is about; NEUTRAL is the
-baseline class they are centred on and contrasted with.
+baseline class they are centred on and contrasted with. LANGUAGES are the languages the prompt sets
+and text measures exist in ("en" English, "ja" Japanese); the first is every default.
 """
 
 from __future__ import annotations
@@ -11,3 +12,4 @@ EMOTIONS: tuple[str, ...] = ("gratitude", "anger", "apology", "neutral")
 EMOTIONAL: tuple[str, ...] = EMOTIONS[:3]
 NEUTRAL: str = "neutral"
 NEUTRAL_INDEX: int = EMOTIONS.index(NEUTRAL)
+LANGUAGES: tuple[str, ...] = ("en", "ja")

@@ -32,10 +32,16 @@ class Inputs:
 
 
 def load_inputs(cfg: ml_collections.ConfigDict) -> Inputs:
-    """The records `cfg` (the dataset section) names: the shipped set `cfg.set`, or the JSONL file
-    `cfg.path` in the dataset schema; the 35 real-world texts when `cfg.realworld`."""
-    prompts = dataset.read_jsonl(cfg.path) if cfg.get("path") else dataset.build(cfg.set)
-    realworld = dataset.build("realworld") if cfg.realworld else []
+    """The records `cfg` (the dataset section) names, in `cfg.language`: the shipped set
+    `cfg.set`, or the JSONL file `cfg.path` in the dataset schema (its records must be in
+    `cfg.language`; Japanese records' `en_id` must name shipped English prompts); the 35
+    real-world texts when `cfg.realworld`."""
+    lang = cfg.language
+    if cfg.get("path"):
+        prompts = dataset.read_jsonl(cfg.path, language=lang, en_ids=dataset.english_ids())
+    else:
+        prompts = dataset.build(cfg.set, lang)
+    realworld = dataset.build("realworld", lang) if cfg.realworld else []
     return Inputs(prompts=prompts, realworld=realworld)
 
 
@@ -50,16 +56,21 @@ def run(inputs: Inputs, cfg: ml_collections.ConfigDict, out_dir: Path) -> None:
     artifacts.write_json(out_dir / "stats.json", stats)
 
 
-def check_file(path: str | os.PathLike) -> str:
+def check_file(path: str | os.PathLike, language: str | None = None) -> str:
     """Read and check one dataset file (balance required unless every record is a real-world
-    one); returns its statistics beside the study's as a table. Raises DatasetError naming
-    file:line."""
-    records = dataset.read_jsonl(path, expect_balanced=False)
+    one; every record in `language`, or None: in the language of the file's first record; every
+    `en_id` names a shipped English prompt of the same emotion); returns its statistics beside
+    the study's as a table. Raises DatasetError naming file:line."""
+    records = dataset.read_jsonl(
+        path, expect_balanced=False, language=language, en_ids=dataset.english_ids()
+    )
     if any(r.set in dataset.BALANCED_SETS for r in records):
         dataset.check_balance(records, where=str(path))
     stats = dataset.stats(records)
     name = "/".join(stats["sets"])
-    return stats_table({name: stats}, {name: dataset.STUDY_STATS.get(name, {})})
+    study = dataset.study_stats(records[0].language).get(name, {})
+    table = stats_table({name: stats}, {name: study})
+    return f"language: {records[0].language}\n{table}"
 
 
 def stats_table(ours: dict, study: dict) -> str:
@@ -72,10 +83,14 @@ def stats_table(ours: dict, study: dict) -> str:
         counts = sorted(set(o["count"].values()))
         per = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         s_total, s_chars = s.get("total"), s.get("mean_chars")
+        words = "-" if o["mean_words"] is None else f"{o['mean_words']:.1f}"
         rows.append(
             f"{name:<10} {o['total']:>7} {'-' if s_total is None else s_total:>6} "
             f"{per:>12} {o['mean_chars']:>6.1f} {'-' if s_chars is None else s_chars:>6} "
-            f"{o['mean_words']:>6.1f}"
+            f"{words:>6}"
         )
-    rows.append("chars/words: mean characters / whitespace-separated words per text (all classes)")
+    rows.append(
+        "chars/words: mean characters / whitespace-separated words per text (all classes; "
+        "words '-' for text written without spaces)"
+    )
     return "\n".join(rows)

@@ -82,7 +82,8 @@ def section_dataset(root: Path, cfg) -> list[str]:
     if not stats:
         return []
     set_name = cfg.dataset.set
-    study = dataset.STUDY_STATS[set_name]
+    # The study has no Japanese set: beside a Japanese one it gives the design sizes, no length.
+    study = dataset.study_stats(cfg.dataset.get("language", "en"))[set_name]
     ours = stats["prompts"]
     lines = [
         "## Phase 1: dataset",
@@ -91,7 +92,7 @@ def section_dataset(root: Path, cfg) -> list[str]:
         "|---|---|---|",
         f"| prompts ({set_name}) | {study['total']} | {ours['total']} |",
         f"| per emotion | {study['per_emotion']} | {', '.join(f'{k} {v}' for k, v in ours['count'].items())} |",
-        f"| mean length (characters) | {study['mean_chars']} | {fmt(ours['mean_chars'], 1)} |",
+        f"| mean length (characters) | {fmt(study['mean_chars'], 1)} | {fmt(ours['mean_chars'], 1)} |",
         f"| balanced | yes | {fmt(ours['balanced'])} |",
     ]
     if "realworld" in stats:
