@@ -70,6 +70,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Forward-only random directions for the next-token verdicts: 19 (p floor 0.05) keeps the
     # phase near its former time; 99 (the default, floor 0.01) cost +41% wall on the stand-ins.
     c.steering.n_random_internal = 19
+    # Label-shuffled control vectors: 19 for the next-token verdicts (floor 0.05, as the random
+    # directions'), 3 of them generated for the text ones (floor 0.25). On the gpt2 stand-in,
+    # the whole steering phase in a fresh process: CPU 63.3 s without them, 72.3 s with them
+    # (+14%; 69.6 s with 2 generated), 2-core CPU shared with other work (2026-12-01).
+    c.steering.n_label_shuffled = 19
+    c.steering.n_control_text = 3
     c.heads_circuits.n_candidates = 12
     c.heads_circuits.k_max = 3
     c.alignment.n_perm = 50
@@ -121,6 +127,8 @@ def smoke_overrides(c):
     c.steering.alphas = (-8.0, 0.0, 8.0)
     c.steering.n_random_seeds = 2
     c.steering.n_random_internal = 4
+    c.steering.n_label_shuffled = 4
+    c.steering.n_control_text = 1
     c.steering.max_new_tokens = 6
     c.steering.n_boot = 200
     c.steering.samples_per_cell = 1

@@ -117,10 +117,19 @@ def steering() -> ml_collections.ConfigDict:
     # (2026-11-30), the whole steering phase (coherence included) against before the verdicts:
     # CPU time +72% with 99 (wall +41% on a quiet machine), +36% with 19.
     c.n_random_internal = 99
-    # Control vectors handed to the phase (a second control, e.g. label-shuffled class-mean
-    # differences; see jaxcirc.phases.steering.ControlVectors): how many of them are also
-    # generated for the text verdicts (each costs as much as an emotion vector); all of them serve
-    # the next-token verdicts by forward passes.
+    # Label-shuffled control vectors (the second control of every verdict): the study makes
+    # n_label_shuffled class-mean differences with the emotion labels permuted among the
+    # emotional prompts (neutral prompts keep theirs; seeded by label_shuffle_seed, one
+    # permutation per vector), by the same vector_method / vector_centre as the emotion vectors,
+    # unit per layer like them (jaxcirc.core.vectors.label_shuffled_vectors). Isotropic random
+    # directions are a weak control for anisotropic emotion directions: these share the
+    # emotional-vs-neutral part of every emotion vector and lack only the label, so a verdict
+    # beyond them is about the emotion, not about "emotional text". 0 = random directions only.
+    # All of them serve the next-token verdicts (forward passes: p can reach
+    # 1 / (n_label_shuffled + 1) = 0.01); the first n_control_text are also generated for the
+    # text verdicts (each costs as much as an emotion vector).
+    c.n_label_shuffled = 99
+    c.label_shuffle_seed = 0
     c.n_control_text = 10
     # Coherence of each generated cell (jaxcirc.core.coherence), against the unsteered
     # continuations of the same prompts: a cell is "repetitive" when the mean share of repeated

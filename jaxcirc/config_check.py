@@ -153,6 +153,8 @@ def _steering(cfg) -> None:
         ("top_k", 0),
         ("n_random_internal", 0),
         ("n_control_text", 0),
+        ("n_label_shuffled", 0),
+        ("label_shuffle_seed", 0),
         ("repetition_n", 1),
         ("loss_rows", 1),
         ("coherence_prompts", 0),

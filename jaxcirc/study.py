@@ -414,14 +414,34 @@ def _emotion_vectors(st: Study, label: str, method: str, centre: str) -> dict:
     return vectors.emotion_vectors(st.acts(label), method, centre)
 
 
+def _label_shuffled(st: Study, label: str, section) -> steering_phase.ControlVectors | None:
+    """The steering verdicts' second control: `section.n_label_shuffled` vectors
+    [n, layer+1, d_model] made like the emotion vectors with the emotion labels permuted among
+    the emotional prompts (`vectors.emotion_label_shuffled`); None when n_label_shuffled = 0."""
+    from jaxcirc.core import vectors
+
+    n, seed = int(section.n_label_shuffled), int(section.label_shuffle_seed)
+    if n == 0:
+        return None
+    method, centre = section.vector_method, section.vector_centre
+    v = vectors.emotion_label_shuffled(st.acts(label), method, centre, n, seed)
+    what = (
+        f"{method}/{centre} class-mean differences with the emotion labels permuted among the "
+        f"emotional prompts (neutral kept; seed {seed}, one permutation each), unit per layer"
+    )
+    return steering_phase.ControlVectors("label_shuffled", v, what)
+
+
 def _steering(st: Study, label: str, h: str) -> str:
     section = phase_sections(st.cfg, "steering")
+    shuffled = _label_shuffled(st, label, section)
     stage = st.stage(
         f"steering/{artifacts.slug(label)}",
         "steering",
         section,
         vectors=h,
         model=st.identity(label),
+        controls=None if shuffled is None else artifacts.config_hash(shuffled.vectors),
     )
 
     def fn():
@@ -432,6 +452,7 @@ def _steering(st: Study, label: str, h: str) -> str:
             realworld=_texts(st.records("realworld")),
             sources={e: _texts(prompts, e) for e in section.patch_emotions},
             vectors=_emotion_vectors(st, label, section.vector_method, section.vector_centre),
+            control_vectors=shuffled,
         )
         return steering_phase.run(inputs, section, stage.dir)
 

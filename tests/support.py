@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tokenizers import Tokenizer, pre_tokenizers
+from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers import models as tok_models
 from transformers import PreTrainedTokenizerFast
 
@@ -202,3 +202,79 @@ def smoke_run(tmp_path_factory, worker_id: str, into: Path) -> tuple[Path, Path,
         f"--config.models.cache_dir={cache}",
     ]
     return work, cache, args
+
+
+# ---------------------------------------------------------------------------------------------
+# Steering: a word-level vocabulary of English words (the lexicons' emotion words among them), so
+# generations are text the scorers read; class prompts and their vectors with label-shuffled
+# controls, made as the study makes them.
+
+TEXT_WORDS = (
+    "[PAD] [UNK] the a meeting is at noon we will see bus train left report today "
+    "thanks thank grateful appreciate angry furious hate outrageous sorry apologize apologies "
+    "regret good bad nice great terrible please you it and then so very"
+).split()
+TEXT_WORDS += [f"w{i}" for i in range(64 - len(TEXT_WORDS))]
+# Each class's words: gratitude, anger, apology, neutral (the label order of EMOTIONS).
+CLASS_WORDS = {
+    0: ("thanks", "grateful", "appreciate", "thank"),
+    1: ("angry", "furious", "hate", "outrageous"),
+    2: ("sorry", "apologize", "apologies", "regret"),
+    3: ("noon", "today", "report", "train"),
+}
+NEUTRAL_SENTENCES = [
+    "the meeting is at noon",
+    "we will see the bus",
+    "the train left today",
+    "the report is at noon",
+    "we will see the report today",
+    "a bus left",
+    "we will see the train today",
+    "the bus is at noon",
+    "a report left today",
+    "the meeting left at noon",
+]
+
+
+def text_word_tokenizer():
+    """Word-level tokenizer over TEXT_WORDS (id = index); decodes with spaces."""
+    vocab = {w: i for i, w in enumerate(TEXT_WORDS)}
+    tok = Tokenizer(tok_models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+
+
+def class_texts(word_of, per_class: int = 16) -> tuple[list[str], np.ndarray]:
+    """per_class prompts per class (gratitude, anger, apology, neutral), each a neutral
+    sentence ending in word_of(class, i); and their labels [n]."""
+    texts = [
+        f"{NEUTRAL_SENTENCES[i % len(NEUTRAL_SENTENCES)]} {word_of(c, i)}"
+        for c in range(4)
+        for i in range(per_class)
+    ]
+    return texts, np.repeat(np.arange(4), per_class)
+
+
+def sentence_end(m, texts) -> np.ndarray:
+    """[n_layers + 1, n, d_model]: each text's residual stream at its last token."""
+    toks = m.tokenize(texts, prepend_bos=False, pad_to_multiple=1)
+    _, trace = m.forward(toks, record=models.Record.residuals(logits="none"))
+    hs = np.asarray(trace.hidden_states())
+    return hs[:, np.arange(len(texts)), np.asarray(toks.mask).sum(1) - 1]
+
+
+def class_vectors(m, texts, labels, n_shuffled: int, seed: int):
+    """The gratitude vector ({"gratitude": [n_layers + 1, d_model]}, sentence_end / neutral, the
+    study's default) and `n_shuffled` label-shuffled control vectors of the same prompts
+    (`steering.ControlVectors`)."""
+    from jaxcirc.core import vectors
+    from jaxcirc.phases import steering
+
+    acts = sentence_end(m, texts)
+    real = vectors.class_vectors("sentence_end", acts, labels, 4, "neutral", 3)
+    shuffled = vectors.label_shuffled_vectors(
+        "sentence_end", acts, labels, 4, (0, 1, 2), n_shuffled, seed, "neutral", 3
+    )
+    ctl = steering.ControlVectors("label_shuffled", shuffled, "label-shuffled test vectors")
+    return {"gratitude": real[:, 0]}, ctl

@@ -279,17 +279,25 @@ def probe_shuffle_null(
 ) -> ProbeNull:
     """Probe accuracy under shuffled labels: ProbeNull (mean, 95th percentile per layer).
 
-    Labels are permuted and the whole CV rerun on the same folds (stratified on the true labels,
-    so fold class counts of a permutation vary as they would by chance), `chunk` permutations
-    batched at a time; a class absent from a permutation's training fold gets prior 0.
+    Each permutation's folds are stratified on ITS labels, as the real probe's are on the true
+    ones: labels are permuted within each fold of `stratified_folds(labels)`, so every fold
+    keeps its class counts. (This is the permutation null with folds re-stratified on the
+    permuted labels, conditioned on the fold partition; it keeps the folds, and so the training
+    Grams, shared by every permutation.) Permuting across folds instead leaves the permuted
+    classes unbalanced within folds, which lowers the null's accuracy: on 4 classes x 5 prompts
+    in 4 structureless dimensions (300 seeds, 99 permutations), 7.7% of p-values fell at or
+    below 0.05 and 18% at or below 0.10 that way, 4.7% and 6.7% this way
+    (tests/core/test_probe.py). `chunk` permutations are batched at a time.
     """
     acts, labels = _check_inputs(acts, labels)
     if n_perm < 1 or chunk < 1:
         raise ValueError(f"n_perm/chunk: need positive ints, got {n_perm}/{chunk}")
     fold = stratified_folds(labels, n_folds, seed)
     rng = np.random.default_rng(seed)
-    n = labels.shape[0]
-    perm_labels = rng.permuted(np.broadcast_to(labels, (n_perm, n)), axis=1)
+    perm_labels = np.empty((n_perm, labels.shape[0]), labels.dtype)
+    for f in range(n_folds):
+        idx = np.flatnonzero(fold == f)
+        perm_labels[:, idx] = rng.permuted(np.broadcast_to(labels[idx], (n_perm, idx.size)), axis=1)
     out = []
     for start in range(0, n_perm, chunk):
         per_fold, _, _ = _cv_accuracy(

@@ -22,9 +22,11 @@ Three centrings, and every number must say which one it is:
 
 `shuffle_null` permutes the labels and recomputes the cosine matrix, so each cosine comes with
 the baseline its method and centring give on structureless labels; read a cosine against it.
+`label_shuffled_vectors` returns the shuffled-label vectors themselves: the steering phase's
+control directions (a direction that is about its label must do what they do not).
 
-The functions above take arrays; `emotion_class_vectors` and `emotion_vectors` (at the end) take
-an activations artifact (`jaxcirc.data.activations.Activations`) and the study's four classes.
+The functions above take arrays; `emotion_class_vectors`, `emotion_vectors` and
+`emotion_label_shuffled` (at the end) take an activations artifact (`jaxcirc.data.activations.Activations`) and the study's four classes.
 """
 
 from __future__ import annotations
@@ -271,6 +273,48 @@ def shuffle_null(
     return summarise_null(samples, seed=seed, level=level, what=f"{method}/{centre} label shuffle")
 
 
+def label_shuffled_vectors(
+    method: str,
+    acts,
+    labels,
+    n_classes: int,
+    shuffled: tuple[int, ...],
+    n: int,
+    seed: int,
+    centre: str = "raw",
+    neutral_index: int | None = None,
+    token_mask=None,
+    chunk: int = 128,
+) -> np.ndarray:
+    """`[n, layer, d_model]` class vectors on permuted labels: the control a direction read out
+    of these prompts by `method` and `centre` must beat to be about its label.
+
+    Draw j permutes the labels of the prompts whose class is in `shuffled` among themselves
+    (seeded; class sizes kept, every other prompt keeps its label) and returns the vector of
+    class shuffled[j % len(shuffled)], made exactly as `class_vectors` makes the real one (same
+    method, centring and weights). One vector per permutation, so the draws are independent
+    given the prompts; with equal class sizes each draw is distributed as any shuffled class's.
+    """
+    sums, counts = prompt_sums(method, acts, token_mask)
+    labels = _check_labels(labels, sums.shape[1], n_classes)
+    _check_centre(centre, n_classes, neutral_index)
+    pick = np.asarray(shuffled, dtype=np.int64)
+    if n < 1 or chunk < 1 or pick.size < 1:
+        raise ValueError(f"n/chunk/shuffled: need n >= 1, chunk >= 1, a class; got {n}/{chunk}")
+    idx = np.flatnonzero(np.isin(labels, pick))
+    rng = np.random.default_rng(seed)
+    perm = np.array(np.broadcast_to(labels, (n, labels.size)))
+    perm[:, idx] = rng.permuted(np.broadcast_to(labels[idx], (n, idx.size)), axis=1)
+    cls = pick[np.arange(n) % pick.size]
+    out = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        means = _class_means(sums, counts, _onehot(perm[start:stop], n_classes))
+        vecs = _centre(means, centre, neutral_index)  # [c, L, k, d]
+        out.append(vecs[np.arange(stop - start), :, cls[start:stop]])  # [c, L, d]
+    return np.concatenate(out, axis=0)
+
+
 def bootstrap_cosine_samples(
     acts,
     labels,
@@ -406,6 +450,21 @@ def emotion_class_vectors(acts: Activations, method: str, centre: str) -> np.nda
     """`[layer + 1, 4, d_model]` class vectors of `acts` in `EMOTIONS` order (float64)."""
     x, tm = method_inputs(acts, method)
     return class_vectors(method, x, acts.labels, len(EMOTIONS), centre, NEUTRAL_INDEX, tm)
+
+
+def emotion_label_shuffled(
+    acts: Activations, method: str, centre: str, n: int, seed: int
+) -> np.ndarray:
+    """`[n, layer + 1, d_model]` float32 `label_shuffled_vectors` of `acts`: emotion labels
+    permuted among the emotional prompts (gratitude, anger, apology; neutral prompts keep
+    theirs), the same method and centring as `emotion_vectors`; draw j is a shuffled
+    EMOTIONAL[j % 3]."""
+    x, tm = method_inputs(acts, method)
+    shuffled = tuple(EMOTIONS.index(e) for e in EMOTIONAL)
+    v = label_shuffled_vectors(
+        method, x, acts.labels, len(EMOTIONS), shuffled, n, seed, centre, NEUTRAL_INDEX, tm
+    )
+    return v.astype(np.float32)
 
 
 def emotion_vectors(acts: Activations, method: str, centre: str) -> dict[str, np.ndarray]:

@@ -50,7 +50,7 @@ from jaxcirc.report import plots
 
 NAME = "checkpoints"
 # Bump when the phase's outputs change meaning: every run then recomputes it.
-VERSION = 1
+VERSION = 2  # 2: the probe null stratifies its folds on the permuted labels
 
 FEATURES = ("sentence_end", "span_mean")
 ANALYSES = ("probe", "cosines", "overlap", "maps", "onset")

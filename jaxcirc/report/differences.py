@@ -90,9 +90,86 @@ def _heads(cfg) -> list[str]:
         "mean z; for patching the emotion prompts' mean z) at every position; the study does not "
         "say how it ablated or what it patched in. Changes: mean-ablation removes less than "
         "zero-ablation.",
-        "- **Controls**: random directions of equal norm (steering), random head sets of the "
-        "same size (head edits), label shuffles and shuffled pairings (vectors, alignment); the "
-        "study names a random control for steering only.",
+    ]
+
+
+def _on(cfg, name: str) -> bool:
+    """Whether a heads sub-part (heads_circuits, heads_neurons, heads_generation) ran."""
+    sub = cfg.get(name)
+    return "heads" in cfg.phases and sub is not None and bool(sub.get("enabled", True))
+
+
+def _steering_controls(cfg) -> list[str]:
+    s = cfg.steering
+    out = [
+        f"steering verdicts: {s.n_random_seeds} generated isotropic random directions of equal "
+        f"norm ({max(s.n_random_internal, s.n_random_seeds)} for next-token measures)"
+    ]
+    if s.n_label_shuffled:
+        out[0] += (
+            f" and {s.n_label_shuffled} label-shuffled class-mean differences (emotion labels "
+            f"permuted among the emotional prompts, seed {s.label_shuffle_seed}, made like the "
+            f"emotion vectors; {min(s.n_control_text, s.n_label_shuffled)} of them generated "
+            "for the text measures), each draw put through the same best-coherent-cell choice "
+            "(max over layers and alphas), the verdict the weakest over both"
+        )
+    else:
+        out[0] += ", no label-shuffled vectors (steering.n_label_shuffled = 0)"
+    out.append(f"patching: {s.patch_n_flip} sign flips, max over layers")
+    return out
+
+
+def _heads_controls(cfg) -> list[str]:
+    out = [
+        f"head screen: max over heads of {cfg.heads.n_random} random directions (family-wise "
+        "null of the top-k lists)"
+    ]
+    if _on(cfg, "heads_circuits"):
+        c = cfg.heads_circuits
+        out.append(
+            "circuits: searched on one half of the prompts, every effect measured on the "
+            f"held-out other half; the same search for {c.n_null} null targets (null searches)"
+        )
+    if _on(cfg, "heads_neurons"):
+        n = cfg.heads_neurons
+        out.append(
+            f"neurons: max over neurons of {n.n_random} random directions; attribution checked "
+            f"on {n.n_exact} neurons it chose and {n.n_exact} drawn at random"
+        )
+    if _on(cfg, "heads_generation"):
+        g = cfg.heads_generation
+        out.append(
+            f"head edits: top sets chosen on one half of the prompts and generated on the "
+            f"other; {g.n_control} random head sets of the same size per set"
+        )
+    return out
+
+
+def _controls(cfg) -> list[str]:
+    """The Controls line, from the phases and settings the run used."""
+    parts = []
+    if "vectors" in cfg.phases:
+        parts.append(
+            f"vectors: {cfg.vectors.n_perm} label shuffles (cosines), {cfg.vectors.probe_n_perm} "
+            "for the probe (folds stratified on the permuted labels)"
+        )
+    if "alignment" in cfg.phases:
+        a = cfg.alignment
+        parts.append(
+            f"alignment: {a.n_perm} whole-prompt shuffled pairings, {a.random_init_draws} "
+            f"random-init {'copy' if a.random_init_draws == 1 else 'copies'} per model"
+        )
+    if "steering" in cfg.phases:
+        parts += _steering_controls(cfg)
+    if "heads" in cfg.phases:
+        parts += _heads_controls(cfg)
+    if not parts:
+        return []
+    return [
+        "- **Controls**: "
+        + "; ".join(parts)
+        + ". Any figure chosen as a maximum is compared with the same maximum over its control; "
+        "p cannot go below 1 / (1 + draws). The study names a random control for steering only."
     ]
 
 
@@ -104,4 +181,5 @@ def section_differences(cfg, labels: Sequence[str]) -> list[str]:
     lines += _vectors(cfg)
     lines += _steering(cfg)
     lines += _heads(cfg)
+    lines += _controls(cfg)
     return lines + [""]

@@ -50,6 +50,14 @@ def test_every_phase_writes_its_artifacts(smoke):
             assert (s / part / "summary.json").is_file(), (slug, part)
             assert list((s / part).rglob("*.png")), (slug, part)
         assert list((s / "patching").rglob("*.csv"))
+        # The label-shuffled control vectors reach the verdicts, and their hash the stage key.
+        neutral = json.loads((s / "neutral" / "summary.json").read_text())
+        assert neutral["controls"]["label_shuffled"]["n_next_token"] == 4
+        assert neutral["controls"]["label_shuffled"]["n_text"] == 1
+        v = neutral["verdicts"]["gratitude"]["kw_gratitude"]["controls"]
+        assert set(v) == {"random", "label_shuffled"}
+        key = json.loads((s / ".stamp.json").read_text())["key"]
+        assert len(key["controls"]) == 64  # sha256 of the vectors
         h = work / "heads" / slug
         assert (h / "top_k.json").is_file() and (h / "rank_correlation.csv").is_file()
         assert list(h.glob("*.png"))

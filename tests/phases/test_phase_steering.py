@@ -1,6 +1,8 @@
 """The steering phase and its verdicts: a planted direction is found, beyond its control, at
 its best coherent cell; a structureless one is not, at the stated rate; the same for patching;
-real-world steering uses the neutral prompts' norms; control vectors serve as a second control."""
+real-world steering uses the neutral prompts' norms; control vectors serve as a second control:
+label-shuffled vectors pass a planted emotion direction, stop one every emotion shares, and stay
+quiet with labels that carry nothing."""
 
 from __future__ import annotations
 
@@ -10,9 +12,6 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, pre_tokenizers
-from tokenizers import models as tok_models
-from transformers import PreTrainedTokenizerFast
 
 import models
 from configs import sections
@@ -21,13 +20,9 @@ from jaxcirc.core.steering import Effects
 from jaxcirc.phases import steering
 from jaxcirc.phases import steering_verdicts as sv
 from jaxcirc.report import steering as report_steering
+from tests.support import CLASS_WORDS, class_texts, class_vectors, text_word_tokenizer
+from tests.support import TEXT_WORDS as WORDS
 
-WORDS = (
-    "[PAD] [UNK] the a meeting is at noon we will see bus train left report today "
-    "thanks thank grateful appreciate angry furious hate outrageous sorry apologize apologies "
-    "regret good bad nice great terrible please you it and then so very"
-).split()
-WORDS += [f"w{i}" for i in range(64 - len(WORDS))]
 GRATITUDE = ("thanks", "grateful", "appreciate", "thank")
 PROMPTS = [
     "the meeting is at noon",
@@ -37,13 +32,7 @@ PROMPTS = [
     "we will see the report today",
     "a bus left",
 ]
-
-
-def _word_tokenizer():
-    tok = Tokenizer(tok_models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece()  # joins words with spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+_word_tokenizer = text_word_tokenizer
 
 
 def _planted_model(embed_gain: float = 0.0):
@@ -397,6 +386,123 @@ def test_run_steers_realworld_in_neutral_units_with_control_vectors(tmp_path):
         json.loads((tmp_path / "realworld" / "summary.json").read_text())["prompt_set"]
         == "realworld"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The label-shuffled control: class-mean differences with the emotion labels permuted among the
+# emotional prompts, made as the study makes them (jaxcirc.core.vectors.label_shuffled_vectors)
+
+
+def _plant_in_embeddings(m, words, direction, gain):
+    W_E = np.asarray(m.params["embed"]["W_E"], np.float64)
+    W_E[[WORDS.index(w) for w in words]] += gain * np.asarray(direction, np.float64)
+    m.params["embed"]["W_E"] = jnp.asarray(W_E, jnp.float32)
+
+
+def _label_cfg():
+    return _fast(
+        sections.steering(),
+        alphas=(-2.0, 0.0, 2.0, 4.0),
+        n_random_seeds=4,
+        n_random_internal=39,
+        n_control_text=4,
+        max_new_tokens=5,
+    )
+
+
+def test_planted_emotion_direction_is_beyond_both_controls(tmp_path):
+    """Gratitude words carry u (which the unembedding reads for them), anger and apology words
+    their own directions: the gratitude class vector lies along u, a label-shuffled one mixes
+    the three (cos with u <= ~0.8). The gratitude logits' best cell beats all 39 random
+    directions AND all 39 label-shuffled vectors (p = 1/40 each); the keywords of the text beat
+    all 4 generated draws of each (p at its floor 1/5)."""
+    m, u = _planted_model(embed_gain=8.0)
+    rng = np.random.default_rng(1)
+    for c in (1, 2):
+        v = rng.standard_normal(u.size)
+        v -= v.mean() + u * (u @ v)
+        _plant_in_embeddings(m, CLASS_WORDS[c], v / np.linalg.norm(v), 8.0)
+    texts, labels = class_texts(lambda c, i: CLASS_WORDS[c][i % 4])
+    vecs, ctl = class_vectors(m, texts, labels, 39, 0)
+    s = steering.run_steering(
+        m, PROMPTS, vecs, _label_cfg(), tmp_path, steering.Extras(controls=ctl)
+    )
+    assert s["controls"]["label_shuffled"]["n_text"] == 4
+    assert s["controls"]["label_shuffled"]["n_next_token"] == 39
+    ld = s["verdicts"]["gratitude"]["logit_diff_gratitude"]
+    assert ld["verdict"] == "beyond_control" and ld["best"]["per_unit_alpha"] > 0
+    for name in ("random", "label_shuffled"):
+        assert ld["controls"][name]["n"] == 39
+        assert ld["controls"][name]["p"] == pytest.approx(1 / 40)
+    kw = s["verdicts"]["gratitude"]["kw_gratitude"]
+    assert kw["verdict"] == "beyond_all_draws"
+    assert {n: t["p"] for n, t in kw["controls"].items()} == {"random": 0.2, "label_shuffled": 0.2}
+
+
+def test_a_direction_every_emotion_shares_is_beyond_random_only(tmp_path):
+    """Every emotional word carries the same u (plus a word-specific part), and the emotional
+    prompts draw their words from all three emotions alike: the gratitude vector points along
+    u because the prompts are emotional, not because they are about gratitude. It beats the
+    random directions (p = 1/40) and not the label-shuffled vectors, so the verdict says
+    within control."""
+    m, u = _planted_model()
+    rng = np.random.default_rng(0)
+    emotional = [w for c in (0, 1, 2) for w in CLASS_WORDS[c]]
+    for w in emotional:
+        _plant_in_embeddings(m, [w], 8.0 * u + 4.0 * rng.standard_normal(u.size) / 16.0, 1.0)
+    texts, labels = class_texts(
+        lambda c, i: emotional[rng.integers(12)] if c < 3 else CLASS_WORDS[3][i % 4]
+    )
+    vecs, ctl = class_vectors(m, texts, labels, 39, 0)
+    s = steering.run_steering(
+        m, PROMPTS, vecs, _label_cfg(), tmp_path, steering.Extras(controls=ctl)
+    )
+    ld = s["verdicts"]["gratitude"]["logit_diff_gratitude"]
+    assert ld["controls"]["random"]["p"] == pytest.approx(1 / 40)
+    assert ld["controls"]["label_shuffled"]["p"] > 0.05
+    assert ld["verdict"] == "within_control"
+
+
+def test_labels_that_carry_nothing_stay_inside_both_controls(tmp_path):
+    """Random (untied) models, prompts whose labels are drawn at random: the 'gratitude' vector
+    is one draw of what the label-shuffled vectors are (exchangeable with them). Over 12 seeds
+    the next-token verdicts (19 draws of each control: floor 0.05) fall beyond either control
+    about 5% of the time, and the text ones (2 generated draws, floor 1/3) never beyond
+    control."""
+    cfg = _fast(
+        sections.steering(),
+        alphas=(-2.0, 0.0, 2.0),
+        n_random_seeds=2,
+        n_random_internal=19,
+        n_control_text=2,
+        max_new_tokens=3,
+    )
+    words = [w for ws in CLASS_WORDS.values() for w in ws]
+    inner, text = {"random": [], "label_shuffled": []}, []
+    for seed in range(12):
+        m = models.random_model(
+            models.tiny_hf_config("gpt_neox", vocab_size=len(WORDS)),
+            seed=seed,
+            tokenizer=_word_tokenizer(),
+        )
+        rng = np.random.default_rng(seed)
+        texts, _ = class_texts(lambda c, i, rng=rng: words[rng.integers(len(words))])
+        labels = rng.permutation(np.repeat(np.arange(4), 16))
+        vecs, ctl = class_vectors(m, texts, labels, 19, 100 + seed)
+        s = steering.run_steering(
+            m, PROMPTS, vecs, cfg, tmp_path / str(seed), steering.Extras(controls=ctl)
+        )
+        for v in s["verdicts"]["gratitude"].values():
+            if v["kind"] == "text":
+                text.append(v["verdict"])
+                continue
+            for name in inner:
+                inner[name].append(v["controls"][name]["p"])
+    for name, ps in inner.items():
+        assert len(ps) == 36
+        assert sum(p <= 0.05 for p in ps) <= 5, name  # binomial(36, 0.05): P(>= 6) ~ 1%
+        assert 0.35 < np.mean(ps) < 0.75, name  # roughly uniform (mean 0.525 on 1/20..1)
+    assert len(text) == 60 and "beyond_control" not in text
 
 
 @pytest.mark.parametrize(
