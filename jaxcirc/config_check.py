@@ -142,7 +142,8 @@ def _steering(cfg) -> None:
         _fail("steering.alpha_unit", s.alpha_unit, "use a positive share of the residual norm")
     for name, low in (
         ("max_prompts", 1),
-        ("n_random_seeds", 0),
+        # Every text verdict is read against the random directions: at least one.
+        ("n_random_seeds", 1),
         ("max_new_tokens", 1),
         ("min_new_tokens", 0),
         ("n_boot", 1),
@@ -231,7 +232,7 @@ def _cross_model(cfg) -> None:
     if c.ridge < 0:
         _fail("cross_model.ridge", c.ridge, "use a ridge strength >= 0")
     _int_at_least(cfg, "cross_model", "max_prompts", 1)
-    _int_at_least(cfg, "cross_model", "n_random_seeds", 0)
+    _int_at_least(cfg, "cross_model", "n_random_seeds", 1)
     _int_at_least(cfg, "cross_model", "n_perm", 1)
     if not 0 < c.test_fraction < 1:
         _fail("cross_model.test_fraction", c.test_fraction, "use a share between 0 and 1")

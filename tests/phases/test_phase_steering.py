@@ -513,6 +513,7 @@ def test_labels_that_carry_nothing_stay_inside_both_controls(tmp_path):
         ("n_random_internal", -1, ">= 0"),
         ("coherence_prompts", -2, ">= 0"),
         ("patch_n_flip", 0, ">= 1"),
+        ("n_random_seeds", 0, ">= 1"),
     ],
 )
 def test_config_check_names_the_new_settings(name, value, says):
