@@ -78,7 +78,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.steering.n_control_text = 3
     c.heads_circuits.n_candidates = 12
     c.heads_circuits.k_max = 3
-    c.alignment.n_perm = 50
+    # 30 shuffled pairings and 30 prompt resamples: at 50 / 100 the alignment alone took 656 s
+    # wall (598 s CPU, one thread) on a quiet 2-core machine (2026-12-01), most of a 15-minute
+    # first run.
+    c.alignment.n_perm = 30
+    c.alignment.n_boot = 30
     # Cosine and probe CIs: 200 prompt resamples (with 1000 the vectors phase ran for over 9
     # minutes per model on a loaded 2-core machine, not yet profiled).
     c.vectors.n_boot = 200
