@@ -52,13 +52,7 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise ValueError("texts is a single str; pass a list of strings, e.g. [text]")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise ValueError(f"texts[{i}] is {type(t).__name__}, not str; decode generations first")
-    return [t.translate(_APOSTROPHES) for t in out]
+    return [t.translate(_APOSTROPHES) for t in scoring_ja.check_texts(texts)]
 
 
 def _phrase_pattern(phrases: Sequence[str]) -> re.Pattern[str]:

