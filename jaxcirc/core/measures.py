@@ -45,13 +45,26 @@ class WordIds:
         return out
 
 
+def word_pieces(tokenizer, word: str) -> list[int]:
+    """The token ids of `word` as it reads inside a text: its encoding alone, less a leading
+    piece that decodes to whitespace only. A sentencepiece tokenizer puts its `▁` dummy prefix
+    before every text, so a word encoded alone starts with a lone `▁` piece (when `▁word` is
+    not a piece of its own) that the word does not carry after other text; a byte-level BPE
+    never adds one (a word with a leading space is its own token, kept whole)."""
+    toks = list(tokenizer(word, add_special_tokens=False)["input_ids"])
+    if len(toks) > 1 and not tokenizer.decode([toks[0]]).strip():
+        toks = toks[1:]
+    return toks
+
+
 def word_token_ids(tokenizer, words: dict[str, tuple[str, ...]]) -> WordIds:
-    """Keep the words that tokenise to exactly one token; an emotion left empty is an error."""
+    """Keep the words that tokenise to exactly one token (`word_pieces`: a lone leading
+    sentencepiece `▁` does not count); an emotion left empty is an error."""
     ids, dropped = {}, {}
     for emo, ws in words.items():
         keep, drop = [], []
         for w in ws:
-            toks = tokenizer(w, add_special_tokens=False)["input_ids"]
+            toks = word_pieces(tokenizer, w)
             (keep if len(toks) == 1 else drop).append(toks[0] if len(toks) == 1 else w)
         if not keep:
             raise ValueError(
