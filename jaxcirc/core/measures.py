@@ -14,6 +14,9 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+# The dummy prefix sentencepiece puts before every text (and before words after a space).
+SPM_PREFIX = "\u2581"
+
 
 def unit(v, axis: int = -1, eps: float = 1e-12):
     """v / |v| along `axis`."""
@@ -46,13 +49,13 @@ class WordIds:
 
 
 def word_pieces(tokenizer, word: str) -> list[int]:
-    """The token ids of `word` as it reads inside a text: its encoding alone, less a leading
-    piece that decodes to whitespace only. A sentencepiece tokenizer puts its `▁` dummy prefix
-    before every text, so a word encoded alone starts with a lone `▁` piece (when `▁word` is
-    not a piece of its own) that the word does not carry after other text; a byte-level BPE
-    never adds one (a word with a leading space is its own token, kept whole)."""
+    """The token ids of `word` as it reads inside a text: its encoding alone, less a leading lone
+    sentencepiece `▁` piece. A sentencepiece tokenizer puts that dummy prefix before every text,
+    so a word encoded alone starts with it (when `▁word` is not a piece of its own), though the
+    word does not carry it after other text. Nothing else is dropped: a byte-level BPE's lone
+    `Ġ` (a space the word's own token does not absorb) is part of the word as written."""
     toks = list(tokenizer(word, add_special_tokens=False)["input_ids"])
-    if len(toks) > 1 and not tokenizer.decode([toks[0]]).strip():
+    if len(toks) > 1 and tokenizer.convert_ids_to_tokens([toks[0]])[0] == SPM_PREFIX:
         toks = toks[1:]
     return toks
 
