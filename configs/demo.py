@@ -134,6 +134,13 @@ def japanese(c, smoke: bool = False):
         c.cross_language.english_cache_dir = "~/.cache/jaxcirc/demo-smoke"
         c.cross_language.max_prompts = 4
     c.cross_language.lock()
+    if not smoke:
+        # The alignment's resamples dominated a first run at the English demo's sizes (32 min
+        # wall on 2 cores at load average 4-8, 25 CPU-min; alignment 606 s and cross_language's
+        # two alignments 658 s, measured 2026-12-01): fewer here, toward the 10 minutes (this
+        # sizing is not yet measured; README "Japanese").
+        c.alignment.n_boot = 30
+        c.alignment.n_perm = 30
 
 
 def training(c):

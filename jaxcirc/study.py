@@ -58,8 +58,10 @@ def log(msg: str):
 
 
 @functools.lru_cache(maxsize=4)
-def _load_models_cached(cfg_json: str):
-    return _load_models(ml_collections.ConfigDict({"models": json.loads(cfg_json)}))
+def _load_models_cached(cfg_json: str, workers: int = 1):
+    # workers: the stand-ins train all at once when above 1 (`_load_models`).
+    cfg = {"models": json.loads(cfg_json), "workers": workers}
+    return _load_models(ml_collections.ConfigDict(cfg))
 
 
 def _load_models(cfg):
@@ -99,7 +101,7 @@ def load_models(cfg) -> tuple[dict, dict]:
     """({label: LoadedModel}, {label: a note on where it came from}), validated against the
     config's layer choices."""
     blob = json.dumps(cfg.models.to_dict(), sort_keys=True, default=lambda o: o.to_dict())
-    loaded, notes = _load_models_cached(blob)
+    loaded, notes = _load_models_cached(blob, int(cfg.get("workers", 1)))
     for label, m in loaded.items():
         config_check.check_layers(cfg, label, m.config.n_layers)
     return loaded, notes
