@@ -137,8 +137,8 @@ def japanese(c, smoke: bool = False):
     if not smoke:
         # The alignment's resamples dominated a first run at the English demo's sizes (32 min
         # wall on 2 cores at load average 4-8, 25 CPU-min; alignment 606 s and cross_language's
-        # two alignments 658 s, measured 2026-12-01): fewer here, toward the 10 minutes (this
-        # sizing is not yet measured; README "Japanese").
+        # two alignments 658 s, measured 2026-12-01): fewer here. With these, a first run took
+        # 5:53 wall on 2 quiet cores (README "Japanese").
         c.alignment.n_boot = 30
         c.alignment.n_perm = 30
 
