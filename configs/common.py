@@ -52,6 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
     # One BOS choice for the whole study: the phases that tokenise again follow it.
     c.steering.prepend_bos = c.get_ref("prepend_bos")
     c.heads.prepend_bos = c.get_ref("prepend_bos")
+    # The text measures and logit words follow the prompts' language.
+    c.steering.language = c.dataset.get_ref("language")
+    c.heads_generation.language = c.dataset.get_ref("language")
 
     # Cross-model patching (the study's future work): steer model B with model A's emotion
     # vector mapped through the alignment map fit on neutral activations.

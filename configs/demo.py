@@ -6,10 +6,15 @@ are stand-ins, not the study's checkpoints.
     python scripts/run_study.py --config=configs/demo.py --workdir=runs/demo
     python scripts/run_study.py --config=configs/demo.py:smoke --workdir=/tmp/smoke   # CI size
     python scripts/run_study.py --config=configs/demo.py:training --workdir=runs/training
+    python scripts/run_study.py --config=configs/demo.py:japanese --workdir=runs/japanese
 
 `training`: the study across training checkpoints on the Pythia (GPT-NeoX) stand-in alone: its
 trainer keeps the params at 7 steps of its 240 (cached beside the final model), and the
 representation analyses run on each (jaxcirc.phases.checkpoints).
+
+`japanese`: the whole study in Japanese (`japanese`): a stand-in trained on the Japanese demo
+corpus (jaxcirc.demo.corpus_ja) with a sentencepiece tokenizer trained on it, the Japanese
+prompts, Japanese text measures and logit words. `japanese-smoke` is its CI size.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from configs.common import base_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "smoke", "training"):
-        raise ValueError(f"configs/demo.py takes '', 'smoke' or 'training', not {arg!r}")
+    if arg not in ARGS:
+        raise ValueError(f"configs/demo.py takes one of {', '.join(map(repr, ARGS))}, not {arg!r}")
     c = base_config()
     c.name = "demo (trained stand-ins)" + (" - smoke size" if arg == "smoke" else "")
 
@@ -88,7 +93,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.vectors.n_boot = 200
     common.lock_sections(c)
 
-    if arg == "smoke":
+    if arg in ("smoke", "japanese-smoke"):
         c.models.corpus_lines = 800
         c.models.train.steps = 40
         # Two layers, d_model 64: the CI-size study checks that every phase runs and writes
@@ -104,7 +109,48 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         smoke_overrides(c)
     if arg == "training":
         training(c)
+    if arg.startswith("japanese"):
+        japanese(c, smoke=arg == "japanese-smoke")
     return c
+
+
+ARGS = ("", "smoke", "training", "japanese", "japanese-smoke")
+
+
+def japanese(c, smoke: bool = False):
+    """The study in Japanese on Japanese stand-ins (sized for a first run, training included,
+    under 10 minutes on 2 cores; README "Japanese" has the measured time). smoke: CI size."""
+    from jaxcirc.data import lexicon_ja
+    from jaxcirc.demo import standins
+
+    c.name = "demo in Japanese (trained Japanese stand-ins)" + (" - smoke size" if smoke else "")
+    c.dataset.language = "ja"  # prompts, text measures and steering's logit words follow it
+    with c.models.unlocked():
+        # Corpus language of the stand-ins (jaxcirc.demo.standins.LANGUAGES): the Japanese
+        # corpus and a sentencepiece tokenizer of vocab_size pieces (at least the corpus's ~770
+        # distinct characters + 259).
+        c.models.language = "ja"
+        c.models.vocab_size = standins.DEMO_VOCAB_SIZE_JA
+    c.models.cache_dir = "~/.cache/jaxcirc/demo-ja" + ("-smoke" if smoke else "")
+    # The GPT-2 and Pythia families: two models, so the alignment and cross-model phases run,
+    # inside the 10 minutes (each further stand-in adds ~4 minutes on 2 loaded cores).
+    c.models.families = ["gpt2", "gpt_neox"]
+    c.heads.logit_words = {e: tuple(w) for e, w in lexicon_ja.EMOTION_LOGIT_WORDS_JA.items()}
+    # English vs Japanese: an English GPT-2 stand-in (the default demo's, reused from its cache
+    # when that ran at the same shape) beside the Japanese ones, on the prompts paired by en_id.
+    c.phases = [p for p in c.phases if p != "report"] + ["cross_language", "report"]
+    c.cross_language = sections.cross_language()
+    if smoke:
+        c.cross_language.english_cache_dir = "~/.cache/jaxcirc/demo-smoke"
+        c.cross_language.max_prompts = 4
+    c.cross_language.lock()
+    if not smoke:
+        # The alignment's resamples dominated a first run at the English demo's sizes (32 min
+        # wall on 2 cores at load average 4-8, 25 CPU-min; alignment 606 s and cross_language's
+        # two alignments 658 s, measured 2026-12-01): fewer here. With these, a first run took
+        # 5:53 wall on 2 quiet cores (README "Japanese").
+        c.alignment.n_boot = 30
+        c.alignment.n_perm = 30
 
 
 def training(c):

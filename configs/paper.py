@@ -6,8 +6,12 @@ where it looked, when the weights are not there.
 
     python scripts/run_study.py --config=configs/paper.py --workdir=runs/paper
     python scripts/run_study.py --config=configs/paper.py:training --workdir=runs/training
+    python scripts/run_study.py --config=configs/paper.py:japanese --workdir=runs/japanese
 
 `training`: Pythia-160M across 12 of its training checkpoints (jaxcirc.phases.checkpoints).
+`japanese`: the whole study on three Japanese checkpoints, one per family the study's models
+cover that Japanese ones exist in (rinna's GPT-2 small, rinna's GPT-NeoX small, CyberAgent's
+OpenCALM small), with the Japanese extended set, and English vs Japanese beside GPT-2 small.
 """
 
 from __future__ import annotations
@@ -48,9 +52,35 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.name = "paper, larger models (GPT-2 medium, Pythia-410M)"
     elif arg == "training":
         training(c)
+    elif arg == "japanese":
+        japanese(c)
     elif arg:
-        raise ValueError(f"configs/paper.py takes '', 'larger' or 'training', not {arg!r}")
+        raise ValueError(
+            f"configs/paper.py takes '', 'larger', 'training' or 'japanese', not {arg!r}"
+        )
     return c
+
+
+def japanese(c):
+    """The study in Japanese on Japanese checkpoints (models.load reads rinna's sentencepiece
+    spiece.model and OpenCALM's tokenizer.json / pytorch_model.bin; BOS/EOS as each defines)."""
+    from jaxcirc.data import lexicon_ja
+
+    c.name = "paper in Japanese (rinna GPT-2 small, rinna GPT-NeoX small, OpenCALM small)"
+    c.dataset.language = "ja"  # prompts, text measures and steering's logit words follow it
+    c.models.sources = [
+        _source("rinna-gpt2-small", "rinna/japanese-gpt2-small"),
+        _source("rinna-gpt-neox-small", "rinna/japanese-gpt-neox-small"),
+        _source("open-calm-small", "cyberagent/open-calm-small"),
+    ]
+    c.heads.logit_words = {e: tuple(w) for e, w in lexicon_ja.EMOTION_LOGIT_WORDS_JA.items()}
+    # English vs Japanese: GPT-2 small (English) beside each Japanese model on the prompts
+    # paired by en_id.
+    c.phases = [p for p in c.phases if p != "report"] + ["cross_language", "report"]
+    c.cross_language = sections.cross_language()
+    c.cross_language.english_sources = (dict(_source("gpt2", "gpt2")),)
+    c.cross_language.max_prompts = 35
+    c.cross_language.lock()
 
 
 def training(c):

@@ -165,6 +165,10 @@ def steering() -> ml_collections.ConfigDict:
     c.sample_seed = 0
     # Tokenisation of the prompts (models.tokens): whether a BOS token is prepended.
     c.prepend_bos = False
+    # Language of the generated text: its text measures (jaxcirc.core.scoring.score_texts) and
+    # logit-difference words (lexicon.EMOTION_LOGIT_WORDS, or lexicon_ja's _JA ones for "ja").
+    # Study configs tie it to dataset.language (configs.common.base_config).
+    c.language = "en"
     # Bootstrap over prompts for every effect's 95% CI.
     c.n_boot = 2000
     c.seed = 0
@@ -365,8 +369,32 @@ def heads_generation() -> ml_collections.ConfigDict:
     c.prepend_bos = False
     c.max_len = 64
     c.model_label = ""
+    # Language of the generated text, for its measures (as sections.steering().language).
+    c.language = "en"
     # Generated texts kept per condition in samples.json.
     c.n_samples = 3
+    return c
+
+
+def cross_language() -> ml_collections.ConfigDict:
+    """English vs Japanese (jaxcirc.phases.cross_language): English models beside the study's
+    Japanese ones, on the prompts paired by en_id. The map, its nulls and the random-init control
+    are the alignment section's; the patching's layer, alphas, ridge, held-out share and random
+    directions the cross_model section's; generation and text measures the steering section's."""
+    c = ml_collections.ConfigDict()
+    # English stand-ins (jaxcirc.demo.standins families, trained on the English demo corpus at
+    # the study's stand-in shape and training settings); for checkpoint studies, english_sources.
+    c.english_families = ("gpt2",)
+    # Where the English stand-ins are cached: the default demo's folder, so a machine that ran
+    # configs/demo.py at the same shape reuses its trained models.
+    c.english_cache_dir = "~/.cache/jaxcirc/demo"
+    # English checkpoints (label, source, revision: as models.sources) for checkpoint studies.
+    c.english_sources = ()
+    # Cross-model patching across languages: steer each Japanese model with each English model's
+    # mapped emotion vectors (off: the alignment part alone).
+    c.patch = True
+    # Japanese neutral prompts steered (the first of the paired ones).
+    c.max_prompts = 24
     return c
 
 

@@ -23,11 +23,13 @@ PHASES = (
     "steering",
     "heads",
     "cross_model",
+    "cross_language",
     "report",
 )
 # Valid in cfg.phases but not run by default: the study across training checkpoints needs its
 # own config section (configs/demo.py:training, configs/paper.py:training).
-OPTIONAL_PHASES = ("checkpoints",)
+# English vs Japanese needs English models beside Japanese ones (configs/demo.py:japanese).
+OPTIONAL_PHASES = ("checkpoints", "cross_language")
 # The English study: every phase but the optional ones (configs.common.base_config).
 DEFAULT_PHASES = tuple(p for p in PHASES if p not in OPTIONAL_PHASES)
 _VECTOR_METHODS = ("sentence_end", "token", "token_delta")
@@ -90,6 +92,15 @@ def _top(cfg) -> None:
             list(cfg.phases),
             "'checkpoints' needs a checkpoints section; use "
             "configs/demo.py:training or configs/paper.py:training",
+        )
+    if "cross_language" in cfg.phases and (
+        "cross_language" not in cfg or cfg.dataset.language != "ja"
+    ):
+        _fail(
+            "phases",
+            list(cfg.phases),
+            "'cross_language' needs a cross_language section and dataset.language 'ja'; use "
+            "configs/demo.py:japanese",
         )
     if cfg.models.kind not in ("standin", "checkpoint"):
         _fail("models.kind", cfg.models.kind, "use 'standin' or 'checkpoint'")

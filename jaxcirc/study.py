@@ -33,6 +33,7 @@ from jaxcirc.data.emotions import EMOTIONAL, NEUTRAL
 from jaxcirc.infra import artifacts, compile_cache, progress, runlock
 from jaxcirc.phases import alignment as alignment_phase
 from jaxcirc.phases import checkpoints as checkpoints_phase
+from jaxcirc.phases import cross_language as cross_language_phase
 from jaxcirc.phases import cross_model as cross_model_phase
 from jaxcirc.phases import dataset as dataset_phase
 from jaxcirc.phases import extract as extract_phase
@@ -57,8 +58,10 @@ def log(msg: str):
 
 
 @functools.lru_cache(maxsize=4)
-def _load_models_cached(cfg_json: str):
-    return _load_models(ml_collections.ConfigDict({"models": json.loads(cfg_json)}))
+def _load_models_cached(cfg_json: str, workers: int = 1):
+    # workers: the stand-ins train all at once when above 1 (`_load_models`).
+    cfg = {"models": json.loads(cfg_json), "workers": workers}
+    return _load_models(ml_collections.ConfigDict(cfg))
 
 
 def _load_models(cfg):
@@ -73,7 +76,7 @@ def _load_models(cfg):
             Path(mc.cache_dir).expanduser(),
             families=tuple(mc.families),
             train_cfg=train_cfg,
-            data=standins.DemoCorpus(n_lines=mc.corpus_lines, seed=mc.seed),
+            data=standin_corpus(mc),
             shape=_standin_shape(mc),
             # With threads at all, every stand-in trains at once: three models in three
             # threads took 8-13% less wall time than two and then one (benchmarks/RESULTS.md).
@@ -98,7 +101,7 @@ def load_models(cfg) -> tuple[dict, dict]:
     """({label: LoadedModel}, {label: a note on where it came from}), validated against the
     config's layer choices."""
     blob = json.dumps(cfg.models.to_dict(), sort_keys=True, default=lambda o: o.to_dict())
-    loaded, notes = _load_models_cached(blob)
+    loaded, notes = _load_models_cached(blob, int(cfg.get("workers", 1)))
     for label, m in loaded.items():
         config_check.check_layers(cfg, label, m.config.n_layers)
     return loaded, notes
@@ -118,7 +121,18 @@ def model_labels(cfg) -> list[str]:
     from jaxcirc.demo import standins
 
     shape = _standin_shape(cfg.models)
-    return [standins.standin_label(f, shape) for f in cfg.models.families]
+    lang = cfg.models.get("language", "en")
+    return [standins.standin_label(f, shape, lang) for f in cfg.models.families]
+
+
+def standin_corpus(mc):
+    """The stand-ins' `DemoCorpus` from a models section: English unless it names a `language`
+    (and then its `vocab_size`; configs/demo.py:japanese)."""
+    from jaxcirc.demo import standins
+
+    lang = mc.get("language", "en")
+    vocab = mc.get("vocab_size", standins.DEMO_VOCAB_SIZE)
+    return standins.DemoCorpus(mc.corpus_lines, mc.seed, vocab, language=lang)
 
 
 def _standin_shape(mc):
@@ -171,7 +185,33 @@ def phase_sections(cfg, phase: str, n_layers: int | None = None) -> ml_collectio
         return _section({"cross_model": cfg.cross_model.to_dict(), "steering": cfg.steering})
     if phase == "report":
         return _section(cfg.to_dict())
+    if phase == "cross_language":
+        return _cross_language_section(cfg)
     return _section(cfg[phase].to_dict())
+
+
+def _cross_language_section(cfg) -> ml_collections.ConfigDict:
+    """English vs Japanese reads its own section, the alignment's (map, nulls, controls), the
+    cross-model and steering sections (patching) and the extraction's settings."""
+    names = ("cross_language", "alignment", "cross_model", "steering")
+    d = {name: cfg[name].to_dict() for name in names}
+    d["extract"] = {"batch_size": cfg.extract.batch_size, "prepend_bos": cfg.prepend_bos}
+    return _section(d)
+
+
+def english_models_section(cfg) -> ml_collections.ConfigDict:
+    """The models section of the English models English vs Japanese pairs with the study's:
+    stand-ins of `cross_language.english_families` at the study's stand-in shape and training
+    (English corpus), or the checkpoints `cross_language.english_sources`."""
+    cl, d = cfg.cross_language, cfg.models.to_dict()
+    if cfg.models.kind == "checkpoint":
+        d["sources"] = [dict(s) for s in cl.english_sources]
+    else:
+        for key in ("language", "vocab_size"):  # the English corpus and BPE defaults
+            d.pop(key, None)
+        d["families"] = list(cl.english_families)
+        d["cache_dir"] = cl.english_cache_dir
+    return ml_collections.ConfigDict(d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,6 +560,34 @@ def _cross_model(
     return st.compute(stage, what, fn)
 
 
+def _cross_language(st: Study, ds_hash: str) -> str:
+    """English vs Japanese: the English models (loaded or trained here) beside the study's
+    Japanese ones, on the prompts paired by en_id; keyed by both models' identities."""
+    section = phase_sections(st.cfg, "cross_language")
+    english = english_models_section(st.cfg)
+    idents = {lb: st.identity(lb) for lb in model_labels(st.cfg)}
+    stage = st.stage(
+        "cross_language", "cross_language", section, ds=ds_hash, english=english.to_dict(),
+        models=idents,
+    )  # fmt: skip
+
+    def fn():
+        workers = int(st.cfg.get("workers", 1))
+        en_models, notes = _load_models(
+            ml_collections.ConfigDict({"models": english, "workers": workers})
+        )
+        artifacts.write_json(stage.path("english_models.json"), _model_info(en_models, notes))
+        inputs = cross_language_phase.Inputs(
+            english=en_models,
+            japanese=st.models,
+            ja_records=st.records("prompts"),
+            en_records=cross_language_phase.en_records(),
+        )
+        return cross_language_phase.run(inputs, section, stage.dir)
+
+    return st.compute(stage, "cross_language: English vs Japanese models", fn)
+
+
 def _report(st: Study, upstream: dict) -> Path:
     from jaxcirc import report
     from jaxcirc.report import html
@@ -545,6 +613,7 @@ _MODULES = {
     "steering": steering_phase,
     "heads": heads_phase,
     "cross_model": cross_model_phase,
+    "cross_language": cross_language_phase,
     "report": None,
 }
 
@@ -615,6 +684,7 @@ def _per_model(st: Study, phases: tuple[str, ...], wanted: set, hashes: dict, fn
 # The phases that read the extraction's activations: without one of them in cfg.phases (the
 # study across training checkpoints), the final models are not extracted.
 _READ_ACTS = {"extract", "vectors", "alignment", "steering", "heads", "cross_model"}
+# (cross_language extracts the paired prompts itself, but it loads the study's models.)
 
 
 def _extracts(cfg, wanted: set) -> bool:
@@ -652,12 +722,15 @@ def _run(st: Study, wanted: set) -> Path | None:
         tasks[("cross_model", "")] = functools.partial(
             _cross_model, st, upstream.get("alignment"), vecs, controls
         )
+    if wanted & {"cross_language", "report"} and "cross_language" in cfg.phases:
+        tasks[("cross_language", "")] = functools.partial(_cross_language, st, ds)
     done = _run_tasks(tasks, workers, st)
     for phase in ("steering", "heads"):
         if any(p == phase for p, _ in done):
             upstream[phase] = {label: done[(phase, label)] for label in vecs}
-    if ("cross_model", "") in done:
-        upstream["cross_model"] = done[("cross_model", "")]
+    for phase in ("cross_model", "cross_language"):
+        if (phase, "") in done:
+            upstream[phase] = done[(phase, "")]
     return _report(st, upstream) if "report" in wanted else None
 
 

@@ -14,6 +14,9 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+# The dummy prefix sentencepiece puts before every text (and before words after a space).
+SPM_PREFIX = "\u2581"
+
 
 def unit(v, axis: int = -1, eps: float = 1e-12):
     """v / |v| along `axis`."""
@@ -45,13 +48,26 @@ class WordIds:
         return out
 
 
+def word_pieces(tokenizer, word: str) -> list[int]:
+    """The token ids of `word` as it reads inside a text: its encoding alone, less a leading lone
+    sentencepiece `▁` piece. A sentencepiece tokenizer puts that dummy prefix before every text,
+    so a word encoded alone starts with it (when `▁word` is not a piece of its own), though the
+    word does not carry it after other text. Nothing else is dropped: a byte-level BPE's lone
+    `Ġ` (a space the word's own token does not absorb) is part of the word as written."""
+    toks = list(tokenizer(word, add_special_tokens=False)["input_ids"])
+    if len(toks) > 1 and tokenizer.convert_ids_to_tokens([toks[0]])[0] == SPM_PREFIX:
+        toks = toks[1:]
+    return toks
+
+
 def word_token_ids(tokenizer, words: dict[str, tuple[str, ...]]) -> WordIds:
-    """Keep the words that tokenise to exactly one token; an emotion left empty is an error."""
+    """Keep the words that tokenise to exactly one token (`word_pieces`: a lone leading
+    sentencepiece `▁` does not count); an emotion left empty is an error."""
     ids, dropped = {}, {}
     for emo, ws in words.items():
         keep, drop = [], []
         for w in ws:
-            toks = tokenizer(w, add_special_tokens=False)["input_ids"]
+            toks = word_pieces(tokenizer, w)
             (keep if len(toks) == 1 else drop).append(toks[0] if len(toks) == 1 else w)
         if not keep:
             raise ValueError(

@@ -341,10 +341,12 @@ def row_measures(
     out: RunOut,
     word_ids: measures.WordIds | None,
     proj_names: Sequence[str],
+    language: str = "en",
 ) -> dict[str, np.ndarray]:
     """Every measure of every row, each [n]:
 
-    - text (if `texts`): sentiment, politeness, kw_<emotion> (jaxcirc.core.scoring);
+    - text (if `texts`): sentiment, politeness, kw_<emotion> (jaxcirc.core.scoring, in
+      `language`);
     - logit_diff_<e>: mean logit of e's words minus the other emotions' words, at the last prompt
       token (the next-token prediction before anything is generated);
     - proj_<name>: final residual (before ln_final) at the last prompt token . unit direction;
@@ -352,7 +354,7 @@ def row_measures(
     """
     res = {}
     if texts is not None:
-        res.update(scoring.score_texts(texts))
+        res.update(scoring.score_texts(texts, language=language))
     if word_ids is not None and out.cols is not None:
         for e in word_ids.ids:
             res[f"logit_diff_{e}"] = np.asarray(measures.logit_diff(out.cols[:, 0], word_ids, e))
@@ -380,18 +382,22 @@ class SweepMeasures:
 
 
 def sweep_measures(
-    tokenizer, sweep: Sweep, word_ids: measures.WordIds | None, proj_names: Sequence[str]
+    tokenizer,
+    sweep: Sweep,
+    word_ids: measures.WordIds | None,
+    proj_names: Sequence[str],
+    language: str = "en",
 ) -> SweepMeasures:
-    """Decode and score every steered cell of `sweep` once (`row_measures`); the alpha = 0 cells
-    take the unsteered run's texts and measures."""
+    """Decode and score every steered cell of `sweep` once (`row_measures`, text in
+    `language`); the alpha = 0 cells take the unsteered run's texts and measures."""
     shape = sweep.out.tokens.shape[:4]
     zero = np.asarray(sweep.alphas) == 0
     base_texts = decode_texts(tokenizer, sweep.base.tokens, sweep.base.eos_at)
-    base_m = row_measures(base_texts, sweep.base, word_ids, proj_names)
+    base_m = row_measures(base_texts, sweep.base, word_ids, proj_names, language)
     steered = np.broadcast_to((~zero)[None, None, :, None], shape).reshape(-1)
     flat = sweep.out.flatten(4).take(steered)
     texts_flat = decode_texts(tokenizer, flat.tokens, flat.eos_at)
-    row_m = row_measures(texts_flat, flat, word_ids, proj_names)
+    row_m = row_measures(texts_flat, flat, word_ids, proj_names, language)
     meas = {}
     for k, v in row_m.items():
         full = np.empty(int(np.prod(shape)))

@@ -47,9 +47,14 @@ FILENAME = "spiece.model"
 SETTINGS = {"bos_token": EOS, "eos_token": EOS, "pad_token": EOS, "do_lower_case": False}
 
 
-def train_model(lines: Sequence[str], vocab_size: int = 1024, seed: int = 0) -> bytes:
+def train_model(
+    lines: Sequence[str], vocab_size: int = 1024, seed: int = 0, symbols: Sequence[str] = ()
+) -> bytes:
     """The serialized sentencepiece model (spiece.model bytes) of at most `vocab_size` pieces
-    (EOS, UNK and the 256 byte pieces included), trained on `lines`."""
+    (EOS, UNK and the 256 byte pieces included), trained on `lines`. `symbols`: strings made
+    pieces whatever their counts (sentencepiece's user_defined_symbols; always one piece in a
+    text), e.g. the words a logit-difference measure reads, which a small vocabulary would
+    otherwise split (怒り -> 怒 + り)."""
     if isinstance(lines, str) or not lines:
         raise ValueError("lines must be a non-empty list of strings; pass the corpus lines")
     if vocab_size < MIN_VOCAB:
@@ -63,6 +68,7 @@ def train_model(lines: Sequence[str], vocab_size: int = 1024, seed: int = 0) -> 
             sentence_iterator=iter(list(lines)),
             model_writer=out,
             model_type="unigram",
+            user_defined_symbols=list(symbols),
             vocab_size=vocab_size,
             hard_vocab_limit=False,  # a corpus too small for vocab_size gives fewer pieces
             character_coverage=1.0,
@@ -88,13 +94,16 @@ def train_model(lines: Sequence[str], vocab_size: int = 1024, seed: int = 0) -> 
     return out.getvalue()
 
 
-def train_tokenizer(lines: Sequence[str], vocab_size: int = 1024, seed: int = 0):
+def train_tokenizer(
+    lines: Sequence[str], vocab_size: int = 1024, seed: int = 0, symbols: Sequence[str] = ()
+):
     """A sentencepiece tokenizer of at most `vocab_size` pieces trained on `lines`, as a
-    `models.spm_tokenizer.SentencePieceTokenizer` (EOS id 0 also its BOS and PAD).
+    `models.spm_tokenizer.SentencePieceTokenizer` (EOS id 0 also its BOS and PAD); `symbols` as
+    in `train_model`.
 
     The vocabulary can come out smaller than `vocab_size` when the corpus runs out of pieces;
     `len(tokenizer)` is the size a model needs."""
-    return _wrap(train_model(lines, vocab_size, seed), "demo sentencepiece model")
+    return _wrap(train_model(lines, vocab_size, seed, symbols), "demo sentencepiece model")
 
 
 def _wrap(model: bytes, source: str) -> SentencePieceTokenizer:

@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 import models
-from jaxcirc.demo import bpe, corpus
+from jaxcirc.demo import bpe, corpus, corpus_ja, spm
 from jaxcirc.infra.progress import write_line
 
 # Bump when training or packing changes what a given config produces: old cache entries then miss.
@@ -54,6 +54,14 @@ TRAINER_VERSION = 1
 
 FAMILIES: tuple[str, ...] = ("gpt2", "gpt_neox", "gpt_neo")
 DEMO_VOCAB_SIZE = 1024
+# The Japanese stand-ins' sentencepiece vocabulary: every one of the Japanese corpus's ~770
+# distinct characters is a piece (jaxcirc.demo.spm), plus 259 fixed pieces, leaving ~1000 for
+# longer pieces (spm.train_model raises, naming the minimum, when a corpus needs more).
+DEMO_VOCAB_SIZE_JA = 2048
+
+# Corpus languages of the stand-ins: the corpus module and the tokenizer module (same
+# interfaces: jaxcirc.demo.corpus / corpus_ja; jaxcirc.demo.bpe / spm) each trains on.
+LANGUAGES: dict[str, tuple] = {"en": (corpus, bpe), "ja": (corpus_ja, spm)}
 
 # What each family's stand-in is called in every output: the published model it stands in for.
 _SHORT = {"gpt2": "gpt2", "gpt_neox": "pythia", "gpt_neo": "gpt-neo"}
@@ -157,15 +165,24 @@ def _check_family(family: str) -> None:
         raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}")
 
 
-def standin_label(family: str, shape: StandinShape = StandinShape()) -> str:
+def _check_language(language: str) -> None:
+    if language not in LANGUAGES:
+        raise ValueError(f"unknown corpus language {language!r}; use one of {', '.join(LANGUAGES)}")
+
+
+def standin_label(family: str, shape: StandinShape = StandinShape(), language: str = "en") -> str:
     """How the stand-in is named in every output, e.g.
-    "gpt2-standin (4L d128, trained on the demo corpus)"."""
+    "gpt2-standin (4L d128, trained on the demo corpus)"; a Japanese one (`language` "ja"),
+    "gpt2-ja-standin (4L d128, trained on the Japanese demo corpus)"."""
     _check_family(family)
+    _check_language(language)
     size = f"{shape.n_layers}L d{shape.d_model}"
     if family == "gpt_neox":
         size = f"GPT-NeoX {size}"
     if family == "gpt_neo":
         size = f"{size}, local window {shape.local_window}"
+    if language == "ja":
+        return f"{_SHORT[family]}-ja-standin ({size}, trained on the Japanese demo corpus)"
     return f"{_SHORT[family]}-standin ({size}, trained on the demo corpus)"
 
 
@@ -198,11 +215,14 @@ def standin_hf_config(
 
 
 def standin_config(
-    family: str, vocab_size: int = DEMO_VOCAB_SIZE, shape: StandinShape = StandinShape()
+    family: str,
+    vocab_size: int = DEMO_VOCAB_SIZE,
+    shape: StandinShape = StandinShape(),
+    language: str = "en",
 ) -> models.ModelConfig:
     """The stand-in's `ModelConfig`, named by its label."""
     hf = standin_hf_config(family, vocab_size, shape)
-    return models.config_from_hf(hf, name=standin_label(family, shape))
+    return models.config_from_hf(hf, name=standin_label(family, shape, language))
 
 
 # The three stand-ins at the demo's shape and vocabulary (config.json dicts by family).
@@ -459,14 +479,16 @@ def train_standin(
     train_cfg: TrainConfig = TrainConfig(),
     progress: bool = True,
     shape: StandinShape = StandinShape(),
+    language: str = "en",
 ) -> tuple[dict, TrainMetrics]:
     """Train `family`'s stand-in on `train_lines` (next-token cross-entropy, AdamW).
 
     Returns (params as numpy arrays, layers stacked as in `models.transformer`; metrics measured
-    on `held_out_lines`). The model's vocabulary is `len(tokenizer)`.
+    on `held_out_lines`). The model's vocabulary is `len(tokenizer)`; `language` names the
+    corpus in its label.
     """
     params, metrics, _ = train_standin_kept(
-        family, tokenizer, train_lines, held_out_lines, train_cfg, (), progress, shape
+        family, tokenizer, train_lines, held_out_lines, train_cfg, (), progress, shape, language
     )
     return params, metrics
 
@@ -480,6 +502,7 @@ def train_standin_kept(
     keep_steps: Sequence[int],
     progress: bool = True,
     shape: StandinShape = StandinShape(),
+    language: str = "en",
 ) -> tuple[dict, TrainMetrics, dict[int, tuple[dict, float]]]:
     """`train_standin`, keeping the params at `keep_steps` (0 = the init, train_cfg.steps = the
     final params) on the way: (params, metrics, {step: (params, held-out loss in nats/token)}).
@@ -493,7 +516,7 @@ def train_standin_kept(
         raise ValueError(f"seq_len={tc.seq_len} exceeds n_ctx={shape.n_ctx}; lower seq_len")
     if not train_lines or not held_out_lines:
         raise ValueError("train_lines and held_out_lines must both be non-empty")
-    cfg = standin_config(family, len(tokenizer), shape)
+    cfg = standin_config(family, len(tokenizer), shape, language)
     enc_train = encode_lines(tokenizer, train_lines)
     held_ids, held_mask = pack(encode_lines(tokenizer, held_out_lines), tc.seq_len, lead_eos=True)
     tr_ids, tr_mask = pack(enc_train, tc.seq_len, lead_eos=True)
@@ -552,6 +575,7 @@ def entry_key(
     held_out_lines: Sequence[str],
     train_cfg: TrainConfig,
     shape: StandinShape,
+    language: str = "en",
 ) -> str:
     """Cache key of a stand-in: everything that decides its params and metrics."""
     return _hash(
@@ -559,9 +583,9 @@ def entry_key(
             "v": TRAINER_VERSION,
             "train": _lines_hash(train_lines),
             "held_out": _lines_hash(held_out_lines),
-            "tokenizer": bpe.fingerprint(tokenizer),
+            "tokenizer": LANGUAGES[language][1].fingerprint(tokenizer),
             "hf_config": standin_hf_config(family, len(tokenizer), shape),
-            "label": standin_label(family, shape),
+            "label": standin_label(family, shape, language),
             "train_cfg": dataclasses.asdict(train_cfg),
         }
     )
@@ -594,7 +618,11 @@ def _write_entry(final: Path, params, files) -> None:
         ckpt.save((tmp / "params").resolve(), params)
         ckpt.wait_until_finished()
         for name, text in files:
-            (tmp / name).write_text(text(), encoding="utf-8")
+            data = text()
+            if isinstance(data, bytes):  # a sentencepiece model
+                (tmp / name).write_bytes(data)
+            else:
+                (tmp / name).write_text(data, encoding="utf-8")
         _commit(tmp, final)
     finally:
         if tmp.exists():
@@ -602,14 +630,19 @@ def _write_entry(final: Path, params, files) -> None:
 
 
 def _save_entry(final: Path, params, metrics: TrainMetrics, hf: dict, tokenizer) -> None:
-    """Write params (orbax), config.json, tokenizer.json and metrics.json into `final`,
-    atomically (`_write_entry`); metrics.json last: an entry with it is complete."""
+    """Write params (orbax), config.json, the tokenizer (tokenizer.json, or a Japanese
+    stand-in's spiece.model) and metrics.json into `final`, atomically (`_write_entry`);
+    metrics.json last: an entry with it is complete."""
+    if isinstance(tokenizer, spm.SentencePieceTokenizer):
+        tok_file = (spm.FILENAME, lambda: spm.to_bytes(tokenizer))
+    else:
+        tok_file = (bpe.FILENAME, lambda: bpe.to_json(tokenizer))
     _write_entry(
         final,
         params,
         [
             ("config.json", lambda: json.dumps(hf, indent=1, sort_keys=True)),
-            ("tokenizer.json", lambda: bpe.to_json(tokenizer)),
+            tok_file,
             ("metrics.json", lambda: json.dumps(metrics.to_dict(), indent=1)),
         ],
     )
@@ -629,31 +662,56 @@ def _restore_entry(final: Path, marker: str = "metrics.json", parse=TrainMetrics
     return params, meta
 
 
-def _tokenizer_cached(cache_dir: Path, lines: Sequence[str], vocab_size: int, progress: bool):
-    key = _hash([_lines_hash(lines), vocab_size, bpe.VERSION])
-    path = cache_dir / f"tokenizer-{key}" / "tokenizer.json"
+def _tokenizer_cached(
+    cache_dir: Path, lines: Sequence[str], vocab_size: int, progress: bool, language: str = "en"
+):
+    """The tokenizer trained on `lines` (BPE for "en", sentencepiece for "ja"), cached."""
+    mod = LANGUAGES[language][1]
+    # The Japanese tokenizer keeps the logit-difference words whole (spm.train_model's
+    # `symbols`): a 2k-piece vocabulary splits every anger word (怒り -> 怒 + り), leaving the
+    # logit measures no anger word; the published checkpoints' 32k-52k vocabularies have room.
+    symbols = _ja_symbols() if language == "ja" else ()
+    # The English key is unchanged from before Japanese stand-ins existed: old caches still hit.
+    extra = [language, list(symbols)] if language != "en" else []
+    key = _hash([_lines_hash(lines), vocab_size, mod.VERSION] + extra)
+    path = cache_dir / f"tokenizer-{key}" / mod.FILENAME
     if path.is_file():
         try:
-            return bpe.load_tokenizer(path)
+            return mod.load_tokenizer(path)
         except Exception:  # noqa: BLE001 - a broken file is retrained
             path.unlink(missing_ok=True)
     if progress:
-        _say(f"training the demo BPE tokenizer (vocab {vocab_size}) on {len(lines)} lines")
-    tok = bpe.train_tokenizer(lines, vocab_size)
-    bpe.save_tokenizer(tok, path)
+        kind = "BPE" if mod is bpe else "sentencepiece"
+        _say(f"training the demo {kind} tokenizer (vocab {vocab_size}) on {len(lines)} lines")
+    kw = {"symbols": symbols} if symbols else {}  # bpe.train_tokenizer takes no symbols
+    tok = mod.train_tokenizer(lines, vocab_size, **kw)
+    mod.save_tokenizer(tok, path)
     return tok
+
+
+def _ja_symbols() -> tuple[str, ...]:
+    """The Japanese logit-difference words (lexicon_ja.EMOTION_LOGIT_WORDS_JA), in order."""
+    from jaxcirc.data import lexicon_ja
+
+    return tuple(w for ws in lexicon_ja.EMOTION_LOGIT_WORDS_JA.values() for w in ws)
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoCorpus:
     """Which corpus the stand-ins learn and how it is cut: `corpus.build_corpus(n_lines, seed)`,
     split by `corpus.split_corpus(lines, held_out_frac, seed)`; the BPE tokenizer (`vocab_size`
-    tokens) is trained on the training lines only, so held-out lines are unseen by it too."""
+    tokens) is trained on the training lines only, so held-out lines are unseen by it too.
+    `language` "ja": the Japanese corpus (`corpus_ja`) and a sentencepiece tokenizer (`spm`;
+    vocab_size at least its distinct characters + 259, e.g. DEMO_VOCAB_SIZE_JA)."""
 
     n_lines: int = 4000
     seed: int = 0
     vocab_size: int = DEMO_VOCAB_SIZE
     held_out_frac: float = 0.1
+    language: str = "en"
+
+    def __post_init__(self):
+        _check_language(self.language)
 
 
 def _cached(cache_dir: Path, families, key_of, progress: bool) -> dict:
@@ -680,13 +738,14 @@ def _corpus(cache_dir, data: DemoCorpus, progress: bool):
     """(cache folder, training lines, held-out lines, tokenizer) of `data`, the folder made."""
     cache_dir = Path(cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    lines = corpus.build_corpus(data.n_lines, data.seed)
-    train_lines, held_out = corpus.split_corpus(lines, data.held_out_frac, data.seed)
+    text = LANGUAGES[data.language][0]
+    lines = text.build_corpus(data.n_lines, data.seed)
+    train_lines, held_out = text.split_corpus(lines, data.held_out_frac, data.seed)
     return (
         cache_dir,
         train_lines,
         held_out,
-        _tokenizer_cached(cache_dir, train_lines, data.vocab_size, progress),
+        _tokenizer_cached(cache_dir, train_lines, data.vocab_size, progress, data.language),
     )
 
 
@@ -717,15 +776,16 @@ def load_or_train(
     cache_dir, train_lines, held_out, tok = _corpus(cache_dir, data, progress)
     if workers < 1:
         raise ValueError(f"workers={workers}; use a positive number of threads")
+    lang = data.language
     entries = _cached(
         cache_dir,
         families,
-        lambda family: entry_key(family, tok, train_lines, held_out, tc, shape),
+        lambda family: entry_key(family, tok, train_lines, held_out, tc, shape, lang),
         progress,
     )
 
     def train(family):
-        return train_standin(family, tok, train_lines, held_out, tc, progress, shape)
+        return train_standin(family, tok, train_lines, held_out, tc, progress, shape, lang)
 
     missing = [family for family in families if entries[family][2] is None]
     for family, (params, metrics) in _train_all(missing, train, workers).items():
@@ -735,7 +795,7 @@ def load_or_train(
     out_models: dict[str, models.LoadedModel] = {}
     out_metrics: dict[str, TrainMetrics] = {}
     for family in families:
-        cfg = standin_config(family, len(tok), shape)
+        cfg = standin_config(family, len(tok), shape, lang)
         key, _, (params, metrics) = entries[family]
         params = jax.tree_util.tree_map(jnp.asarray, params)
         out_models[cfg.name] = models.LoadedModel(cfg, params, tok, cfg.name, None, key)

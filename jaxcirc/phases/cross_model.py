@@ -64,7 +64,7 @@ VERSION = 2
 EMOTIONS = EMOTIONAL
 
 
-def _steer_cfg(cfg, layer: int) -> ml_collections.ConfigDict:
+def steer_config(cfg, layer: int) -> ml_collections.ConfigDict:
     sc = ml_collections.ConfigDict(cfg.steering.to_dict())
     sc.layers = (layer,)
     alphas = sorted(set(float(a) for a in cfg.cross_model.alphas) | {0.0})
@@ -73,12 +73,12 @@ def _steer_cfg(cfg, layer: int) -> ml_collections.ConfigDict:
     return sc
 
 
-def _broadcast(vec: np.ndarray, n_layers: int) -> np.ndarray:
+def broadcast(vec: np.ndarray, n_layers: int) -> np.ndarray:
     """A [d] vector as the [n_layers, d] table steering takes (only the swept layer is read)."""
     return np.broadcast_to(np.asarray(vec, np.float32), (n_layers, vec.shape[-1])).copy()
 
 
-def _layers(ma, mb, relative_depth: float) -> tuple[int, int]:
+def layers_at(ma, mb, relative_depth: float) -> tuple[int, int]:
     """(layer of A, layer of B) at `relative_depth`, each below its model's last block."""
     la = int(round(relative_depth * ma.config.n_layers))
     lb = int(round(relative_depth * mb.config.n_layers))
@@ -218,18 +218,18 @@ def run_cross_model(
     own_runs = {}  # B -> its own-vector steering summary (shared by every A -> B)
     for a, b in itertools.permutations(list(acts), 2):
         ma, mb = models[a], models[b]
-        la, lb = _layers(ma, mb, cm.relative_depth)
+        la, lb = layers_at(ma, mb, cm.relative_depth)
         info, mapped = pair_vectors(acts[a], acts[b], (la, lb), cfg, (controls or {}).get(b, ()))
         info["model_a"], info["model_b"] = a, b
         vecs_b = emotion_vectors(acts[b], method, centre)
         pair_dir = out / f"{artifacts.slug(a)}__to__{artifacts.slug(b)}"
         artifacts.write_json(pair_dir / "vectors.json", info)
-        sc, n_b = _steer_cfg(cfg, lb), mb.config.n_layers
+        sc, n_b = steer_config(cfg, lb), mb.config.n_layers
         (pair_dir / "mapped").mkdir(parents=True, exist_ok=True)
         info["steer_mapped"] = steering.run_steering(
             mb,
             prompts,
-            {e: _broadcast(mapped[e], n_b) for e in EMOTIONS},
+            {e: broadcast(mapped[e], n_b) for e in EMOTIONS},
             sc,
             pair_dir / "mapped",
             label=f"neutral, vectors from {a}",
@@ -237,7 +237,7 @@ def run_cross_model(
         if b not in own_runs:
             own_dir = out / f"own__{artifacts.slug(b)}"
             own_dir.mkdir(parents=True, exist_ok=True)
-            own_tab = {e: _broadcast(vecs_b[e][lb], n_b) for e in EMOTIONS}
+            own_tab = {e: broadcast(vecs_b[e][lb], n_b) for e in EMOTIONS}
             own_runs[b] = steering.run_steering(
                 mb, prompts, own_tab, sc, own_dir, label=f"neutral, {b}'s own vectors"
             )

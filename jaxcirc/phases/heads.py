@@ -23,12 +23,14 @@ arrays and the neuron score maps stay in the part's files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
+from jaxcirc.core import scoring
 from jaxcirc.core.stats import to_jsonable
 from jaxcirc.phases import circuits, head_generation, head_screen, neurons
 
@@ -97,8 +99,10 @@ def run(inputs: Inputs, section: ml_collections.ConfigDict, out_dir: Path) -> di
         summary["neurons"] = to_jsonable({k: out[k] for k in keep})
     if "generation" in section:
         gcfg = _labelled(section, "generation", named)
+        # The generated text is scored in the prompts' language (sections.heads_generation()).
+        scorer = functools.partial(scoring.score_texts, language=gcfg.get("language", "en"))
         rows = head_generation.run_head_generation(
-            m, emotional, neutral, gcfg, out_dir / "generation", screen=res.screen
+            m, emotional, neutral, gcfg, out_dir / "generation", screen=res.screen, scorer=scorer
         )
         summary["generation"] = head_generation.summary(
             rows, gcfg, gcfg.model_label, list(gcfg.named_sets)

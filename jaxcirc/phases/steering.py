@@ -72,7 +72,7 @@ from jaxcirc.core.steering import (
     typical_resid_norms,
     unit_directions,
 )
-from jaxcirc.data import lexicon
+from jaxcirc.data import lexicon, lexicon_ja
 from jaxcirc.infra import artifacts
 from jaxcirc.phases import steering_verdicts as sv
 from jaxcirc.report import plots
@@ -193,11 +193,18 @@ def _thresholds(cfg) -> coherence.Thresholds:
     )
 
 
-def _word_ids(model, word_ids):
+def _lang(cfg) -> str:
+    """The language of the generated text (sections.steering().language; "en" when a caller's
+    section predates it)."""
+    return str(cfg.get("language", "en"))
+
+
+def _word_ids(model, word_ids, language: str = "en"):
     if word_ids is not None or model.tokenizer is None:
         return word_ids, None
+    words = lexicon.EMOTION_LOGIT_WORDS if language == "en" else lexicon_ja.EMOTION_LOGIT_WORDS_JA
     try:
-        return measures.word_token_ids(model.tokenizer, lexicon.EMOTION_LOGIT_WORDS), None
+        return measures.word_token_ids(model.tokenizer, words), None
     except ValueError as e:  # a tokenizer with no single-token word for an emotion
         return None, str(e)
 
@@ -321,7 +328,7 @@ def _plan_steering(model, prompts, vectors, cfg, extras: Extras) -> _SteerPlan:
         v = np.asarray(extras.controls.vectors, np.float32)[: draws[1].n_gen, : mc.n_layers]
         parts.append(unit_directions(v, layers) if len(v) else v)
         names += [f"{draws[1].name}_{i}" for i in range(draws[1].n_gen)]
-    word_ids, word_note = _word_ids(model, extras.word_ids)
+    word_ids, word_note = _word_ids(model, extras.word_ids, _lang(cfg))
     proj_dirs, proj_row = final_directions(vectors, mc.n_layers)
     return _SteerPlan(
         toks,
@@ -394,7 +401,7 @@ def run_steering(
         plan.settings,
         _readout(plan.word_ids, plan.proj_dirs),
     )
-    scored = sweep_measures(model.tokenizer, sweep, plan.word_ids, plan.emotions)
+    scored = sweep_measures(model.tokenizer, sweep, plan.word_ids, plan.emotions, _lang(cfg))
     coh = _sweep_coherence(model, plan, sweep, cfg)
     boot = _bootstrap(cfg)
     effects = {k: effects_of(v, scored.base[k], plan.alphas, boot) for k, v in scored.meas.items()}
@@ -988,7 +995,7 @@ def _plan_patching(model, neutral_prompts, source_prompts, cfg, vectors, word_id
     bos = bool(cfg.prepend_bos)
     t = model.tokenize(list(neutral_prompts), prepend_bos=bos, pad_to_multiple=1)
     s = model.tokenize(list(source_prompts), prepend_bos=bos, pad_to_multiple=1)
-    word_ids, word_note = _word_ids(model, word_ids)
+    word_ids, word_note = _word_ids(model, word_ids, _lang(cfg))
     proj_dirs, names = None, []
     if vectors:
         proj_dirs, _ = final_directions(vectors, mc.n_layers)
@@ -1020,7 +1027,7 @@ def run_patching(
     mc, n_t, sites = model.config, len(neutral_prompts), plan.grid.sites
     res = _patch_sweep(model, plan)
     base_texts = decode_texts(model.tokenizer, res.base.tokens, res.base.eos_at)
-    base_m = row_measures(base_texts, res.base, plan.word_ids, plan.proj_names)
+    base_m = row_measures(base_texts, res.base, plan.word_ids, plan.proj_names, _lang(cfg))
     base_coh = _patch_coherence(model, plan, res.base, cfg)
     labels = {
         "model": mc.name or mc.family,
@@ -1145,7 +1152,7 @@ def _score_site(model, r: RunOut, plan: _PatchPlan, base, cfg) -> _SiteScores:
     (base_m, (base_rep, base_loss)), shape = base, r.tokens.shape[:3]
     flat = r.flatten(3)
     texts = decode_texts(model.tokenizer, flat.tokens, flat.eos_at)
-    m = row_measures(texts, flat, plan.word_ids, plan.proj_names)
+    m = row_measures(texts, flat, plan.word_ids, plan.proj_names, _lang(cfg))
     boot = _bootstrap(cfg)
     deltas = {name: v.reshape(shape) - base_m[name] for name, v in m.items()}
     rep, loss = _patch_coherence(model, plan, r, cfg)

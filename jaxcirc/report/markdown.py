@@ -16,6 +16,7 @@ from jaxcirc.infra import artifacts
 from jaxcirc.report import (
     checkpoints,
     conclusions,
+    cross_language,
     cross_model,
     differences,
     heads,
@@ -81,6 +82,7 @@ def write_report(root: Path, cfg, labels: Sequence[str]) -> Path:
     lines += steering.section_steering(root, labels)
     lines += heads.section_heads(root, labels)
     lines += cross_model.section_cross_model(root)
+    lines += cross_language.section_cross_language(root)
     text = "\n".join(lines) + "\n"
     artifacts.write_text(root / "report" / "report.md", text.replace("](", "](../"))
     artifacts.write_text(root / "report.md", text)

