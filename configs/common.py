@@ -18,6 +18,15 @@ def base_config() -> ml_collections.ConfigDict:
     # cross-model phase, which are independent once their inputs exist; above 1, the demo's
     # stand-ins also train all at once. Results do not depend on it. 1 = one after another.
     c.workers = 1
+    # The device mesh every phase runs on (models.sharding): params split over `model` (heads,
+    # MLP width, vocabulary: Megatron style), batches over `data`; jax's GSPMD partitions each
+    # compiled call. data x model must equal the devices jax sees (config_check.check_mesh).
+    # 1x1 = one device, the program exactly as without a mesh. Not in any stage key: results
+    # agree across meshes within float reduction order (tests/e2e/test_mesh_study.py), as they
+    # do across `workers`, so a run directory resumes under another mesh.
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = 1  # devices splitting each batch (data parallel)
+    c.mesh.model = 1  # devices splitting each layer's heads and MLP (tensor parallel)
     # Prepend the tokenizer's BOS token to every text? Recorded with every tokenisation.
     c.prepend_bos = False
 

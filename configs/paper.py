@@ -8,6 +8,8 @@ where it looked, when the weights are not there.
     python scripts/run_study.py --config=configs/paper.py:training --workdir=runs/training
     python scripts/run_study.py --config=configs/paper.py:japanese --workdir=runs/japanese
 
+`larger`: GPT-2 XL, Pythia-1.4B/2.8B/6.9B, GPT-Neo-1.3B/2.7B in bf16, streamed (see `larger`;
+plan it first with `--dry_run`).
 `training`: Pythia-160M across 12 of its training checkpoints (jaxcirc.phases.checkpoints).
 `japanese`: the whole study on three Japanese checkpoints, one per family the study's models
 cover that Japanese ones exist in (rinna's GPT-2 small, rinna's GPT-NeoX small, CyberAgent's
@@ -38,18 +40,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.models = ml_collections.ConfigDict()
     c.models.kind = "checkpoint"
     c.models.hf_cache = ""  # "" = the default HF cache (HF_HOME / HF_HUB_CACHE)
+    # Params and compute dtype: float32 (the study's), bfloat16, float16, or auto (the one
+    # config.json names). What stays fp32 whatever it is: models.contract (Numerics).
+    c.models.dtype = "float32"
+    # Read safetensors tensor by tensor onto the devices (models.stream): host memory stays
+    # near one tensor beyond the params, instead of the whole checkpoint converted in fp32.
+    c.models.stream = False
     c.models.sources = [
         _source("gpt2", "gpt2"),
         _source("pythia-160m", "EleutherAI/pythia-160m"),
         _source("gpt-neo-125m", "EleutherAI/gpt-neo-125m"),
     ]
     common.lock_sections(c)
-    if arg == "larger":  # the study's future work: larger models
-        c.models.sources = [
-            _source("gpt2-medium", "gpt2-medium"),
-            _source("pythia-410m", "EleutherAI/pythia-410m"),
-        ]
-        c.name = "paper, larger models (GPT-2 medium, Pythia-410M)"
+    if arg == "larger":
+        larger(c)
     elif arg == "training":
         training(c)
     elif arg == "japanese":
@@ -81,6 +85,26 @@ def japanese(c):
     c.cross_language.english_sources = (dict(_source("gpt2", "gpt2")),)
     c.cross_language.max_prompts = 35
     c.cross_language.lock()
+
+
+def larger(c):
+    """The study's future work: larger models of each family, bf16 (half the memory of fp32;
+    layer norms, softmax and the residual sums stay fp32, models.contract), streamed onto the
+    devices. Check what fits first: `--dry_run` prints the plan (params and KV cache per
+    device, each phase's work and time) and names what does not fit here and the fix (more
+    devices on --config.mesh.model, a smaller steering.batch_rows). The report's study figures
+    stand beside the study's own three models only (jaxcirc.report.representation)."""
+    c.name = "paper, larger models (GPT-2 XL, Pythia-1.4B/2.8B/6.9B, GPT-Neo-1.3B/2.7B)"
+    c.models.sources = [
+        _source("gpt2-xl", "gpt2-xl"),
+        _source("pythia-1.4b", "EleutherAI/pythia-1.4b"),
+        _source("pythia-2.8b", "EleutherAI/pythia-2.8b"),
+        _source("pythia-6.9b", "EleutherAI/pythia-6.9b"),
+        _source("gpt-neo-1.3b", "EleutherAI/gpt-neo-1.3B"),
+        _source("gpt-neo-2.7b", "EleutherAI/gpt-neo-2.7B"),
+    ]
+    c.models.dtype = "bfloat16"
+    c.models.stream = True
 
 
 def training(c):

@@ -301,6 +301,39 @@ def check(cfg) -> None:
     _cross_model(cfg)
     if "checkpoints" in cfg:
         _checkpoints(cfg)
+    if "mesh" in cfg:
+        check_mesh(cfg)
+    _model_loading(cfg)
+
+
+def _model_loading(cfg) -> None:
+    """models.dtype (checkpoints' params and compute dtype) and models.stream, where set."""
+    mc = cfg.models
+    if "dtype" in mc and mc.dtype not in ("float32", "bfloat16", "float16", "auto"):
+        _fail("models.dtype", mc.dtype, "choose one of ['float32', 'bfloat16', 'float16', 'auto']")
+    if "stream" in mc and not isinstance(mc.stream, bool):
+        _fail("models.stream", mc.stream, "use True or False")
+
+
+def check_mesh(cfg) -> None:
+    """mesh.data and mesh.model: whole numbers >= 1 whose product is 1 (one device, no mesh)
+    or the number of devices jax sees (asked only then, so a 1x1 config never starts jax)."""
+    for name in ("data", "model"):
+        _int_at_least(cfg, "mesh", name, 1)
+    n = cfg.mesh.data * cfg.mesh.model
+    if n == 1:
+        return
+    import jax
+
+    have = jax.device_count()
+    if n != have:
+        _fail(
+            "mesh",
+            f"{cfg.mesh.data}x{cfg.mesh.model}",
+            f"data x model = {n} devices, but {have} are available; set "
+            f"--config.mesh.data and --config.mesh.model to sizes whose product is {have} "
+            "(1x1 = one device)",
+        )
 
 
 def check_layers(cfg, model_label: str, n_layers: int) -> None:

@@ -59,8 +59,9 @@ def log(msg: str):
 
 @functools.lru_cache(maxsize=4)
 def _load_models_cached(cfg_json: str, workers: int = 1):
-    # workers: the stand-ins train all at once when above 1 (`_load_models`).
-    cfg = {"models": json.loads(cfg_json), "workers": workers}
+    # cfg_json: {"models": ..., "mesh": ...}; workers: the stand-ins train all at once when
+    # above 1 (`_load_models`).
+    cfg = dict(json.loads(cfg_json), workers=workers)
     return _load_models(ml_collections.ConfigDict(cfg))
 
 
@@ -89,7 +90,10 @@ def _load_models(cfg):
         src = ml_collections.ConfigDict(src) if isinstance(src, dict) else src
         log(f"loading {src.label} from {src.source}")
         out[src.label] = models.load(
-            src.source, revision=src.get("revision") or None, cache_dir=mc.get("hf_cache") or None
+            src.source,
+            revision=src.get("revision") or None,
+            cache_dir=mc.get("hf_cache") or None,
+            **_load_options(cfg),
         )
         notes[src.label] = f"checkpoint {src.source}" + (
             f" @ {src.revision}" if src.get("revision") else ""
@@ -99,17 +103,85 @@ def _load_models(cfg):
 
 def load_models(cfg) -> tuple[dict, dict]:
     """({label: LoadedModel}, {label: a note on where it came from}), validated against the
-    config's layer choices."""
-    blob = json.dumps(cfg.models.to_dict(), sort_keys=True, default=lambda o: o.to_dict())
+    config's layer choices, with their params on the config's mesh (`on_mesh`)."""
+    what = {"models": cfg.models.to_dict()}
+    if "mesh" in cfg:  # streamed checkpoints are placed on it as they load
+        what["mesh"] = cfg.mesh.to_dict()
+    blob = json.dumps(what, sort_keys=True, default=lambda o: o.to_dict())
     loaded, notes = _load_models_cached(blob, int(cfg.get("workers", 1)))
+    loaded = {label: on_mesh(cfg, m) for label, m in loaded.items()}
     for label, m in loaded.items():
         config_check.check_layers(cfg, label, m.config.n_layers)
     return loaded, notes
 
 
+def _load_options(cfg) -> dict:
+    """models.load's dtype, streaming and mesh from the config (`models.dtype`, `models.stream`,
+    `mesh`); {} when the config names none of them (the defaults: fp32, whole, one device)."""
+    mc, out = cfg.models, {}
+    if mc.get("dtype", "float32") != "float32":
+        out["dtype"] = mc.dtype
+    if mc.get("stream", False):
+        out["stream"] = True
+        out["mesh"] = study_mesh(cfg)
+    return out
+
+
+def study_mesh(cfg):
+    """The config's (data, model) device mesh (models.sharding.make_mesh); None for 1x1 or a
+    config without a mesh section: one device, exactly the program without a mesh."""
+    from models import sharding
+
+    mesh = cfg.get("mesh")
+    return None if mesh is None else sharding.make_mesh(int(mesh.data), int(mesh.model))
+
+
+def on_mesh(cfg, m):
+    """`m` with its params placed on the config's mesh by models.sharding's partition rules
+    (`m` itself without a mesh). The weights' identity (source, cache key) is unchanged."""
+    mesh = study_mesh(cfg)
+    if mesh is None:
+        return m
+    from models import sharding
+
+    return dataclasses.replace(m, params=sharding.shard_params(m.params, mesh))
+
+
+def mesh_context(cfg):
+    """A context in which compiled calls see the config's mesh (`jax.set_mesh`), so batches
+    split over its 'data' axis (models.sharding.constrain_batch); a no-op without one. The
+    context is per thread: `Study.compute` enters it in the thread running each phase."""
+    import contextlib
+
+    mesh = study_mesh(cfg)
+    if mesh is None:
+        return contextlib.nullcontext()
+    import jax
+
+    return jax.set_mesh(mesh)
+
+
+def _without_mesh(d: dict) -> dict:
+    """The config as the report's stage key holds it: without the mesh, which changes no
+    figure beyond float reduction order (configs/common.py), so a run resumes under another;
+    and without models.dtype / models.stream at their defaults (fp32, whole), so run
+    directories made before those settings existed keep their report."""
+    out = {k: v for k, v in d.items() if k != "mesh"}
+    mc = dict(out.get("models") or {})
+    if mc.get("dtype") == "float32":
+        del mc["dtype"]
+    if mc.get("stream") is False:
+        del mc["stream"]
+    if "models" in out:
+        out["models"] = mc
+    return out
+
+
 def model_identity(m) -> dict:
     """What identifies a model's weights for stage keys."""
     ident = {"config": m.config.to_dict(), "cache_key": m.cache_key, "source": m.source}
+    if m.dtype != "float32":  # only then: fp32 models keep the keys they always had
+        ident["dtype"] = m.dtype
     if not m.cache_key:
         ident["params"] = artifacts.config_hash(m.params)
     return ident
@@ -184,7 +256,7 @@ def phase_sections(cfg, phase: str, n_layers: int | None = None) -> ml_collectio
     if phase == "cross_model":
         return _section({"cross_model": cfg.cross_model.to_dict(), "steering": cfg.steering})
     if phase == "report":
-        return _section(cfg.to_dict())
+        return _section(_without_mesh(cfg.to_dict()))
     if phase == "cross_language":
         return _cross_language_section(cfg)
     return _section(cfg[phase].to_dict())
@@ -263,7 +335,7 @@ class Study:
             return stage.output_hash()
         log(what)
         t0 = time.perf_counter()
-        with compile_cache.CompileCounter() as cc:
+        with compile_cache.CompileCounter() as cc, mesh_context(self.cfg):
             summary = fn()
         if summary is not None:
             artifacts.write_json(stage.path("summary.json"), summary)
@@ -406,7 +478,9 @@ def _extract_controls(st: Study, ds_hash: str) -> dict[str, dict[str, str]]:
                 import models
 
                 m = st.models[label]
-                copy = models.random_model(m.config, seed=seed, tokenizer=m.tokenizer)
+                copy = on_mesh(
+                    st.cfg, models.random_model(m.config, seed=seed, tokenizer=m.tokenizer)
+                )
                 copy_label = f"{label} random-init {seed}"
                 inputs = extract_phase.Inputs(copy, st.records("prompts"), copy_label)
                 return extract_phase.run(inputs, section, out_dir)

@@ -4,7 +4,13 @@ under `jax.sharding` without a rewrite.
 Mesh axes: `data` (batch) and `model` (heads and MLP width, Megatron style: column-split the
 projections into heads / d_mlp, row-split the projections out of them, so each device's partial
 attn_out / mlp_out is summed once per block). The vocabulary of the unembedding is split over
-`model` too. Everything else (layer norms, output biases, positions) is replicated.
+`model` too. Everything else (layer norms, output biases, positions) is replicated. An axis a
+rule splits that the mesh axis does not divide (GPT-2's 50257-token vocabulary over 2 devices) is
+replicated instead (`fit_spec`): jax places only evenly divided arrays.
+
+Batches: `constrain_batch` asks GSPMD to split an activation's leading (batch) axis over `data`
+when a mesh is in context (`jax.set_mesh`) and the axis divides evenly; with no mesh in context it
+returns its input untouched, so one-device runs trace exactly the same program as without it.
 """
 
 from __future__ import annotations
@@ -61,14 +67,74 @@ def partition_specs(params):
     return jax.tree_util.tree_map_with_path(rule, params)
 
 
-def shard_params(params, mesh):
-    """Place params on `mesh` (axes 'data', 'model') following the rules."""
-    specs = partition_specs(params)
-    return jax.tree_util.tree_map(
-        lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), params, specs
+def fit_spec(spec: P, shape: tuple[int, ...], mesh) -> P:
+    """`spec` with every split that its mesh axis does not divide evenly replaced by None
+    (replicated): correct either way, and jax refuses uneven placements. `mesh`: a Mesh, or
+    {axis name: size} (planning without devices)."""
+    sizes = (
+        mesh
+        if isinstance(mesh, dict)
+        else dict(zip(mesh.axis_names, mesh.devices.shape, strict=True))
     )
+    parts = list(spec) + [None] * (len(shape) - len(spec))
+    return P(
+        *(a if a is None or n % sizes[a] == 0 else None for a, n in zip(parts, shape, strict=True))
+    )
+
+
+def fitted_specs(params, mesh):
+    """`partition_specs(params)` fitted to the leaves' shapes on `mesh` (`fit_spec`)."""
+    return jax.tree_util.tree_map(
+        lambda x, s: fit_spec(s, tuple(x.shape), mesh),
+        params,
+        partition_specs(params),
+        is_leaf=lambda x: isinstance(x, P),
+    )
+
+
+def shard_params(params, mesh):
+    """Place params on `mesh` (axes 'data', 'model') following the rules (`fitted_specs`)."""
+    specs = fitted_specs(params, mesh)
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.device_put(x, NamedSharding(mesh, s)),
+        params,
+        specs,
+        is_leaf=lambda x: isinstance(x, P),
+    )
+
+
+def constrain_batch(x):
+    """`x` [batch, ...] split over the mesh axis 'data' on its leading axis, when a mesh with
+    that axis is in context (`jax.set_mesh`) and divides the batch; else `x` itself. Inside a
+    compiled call GSPMD propagates the split to what `x` feeds."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or "data" not in mesh.axis_names or x.ndim == 0:
+        return x
+    n = dict(zip(mesh.axis_names, mesh.axis_sizes, strict=True))["data"]
+    if n == 1 or x.shape[0] % n:
+        return x
+    return jax.lax.with_sharding_constraint(x, P("data", *([None] * (x.ndim - 1))))
 
 
 def batch_sharding(mesh) -> NamedSharding:
     """[batch, pos] inputs split over 'data'."""
     return NamedSharding(mesh, P("data", None))
+
+
+def make_mesh(data: int, model: int, devices=None):
+    """A (data, model) mesh of Auto axes over the first data*model devices (`devices`, default
+    jax.devices()); None for 1x1 (one device: no mesh at all, today's single-device programs).
+    Raises ValueError (one line, naming the fix) when data*model is not the devices available."""
+    if data * model == 1:
+        return None
+    from jax.sharding import AxisType
+
+    devices = jax.devices() if devices is None else devices
+    if data * model != len(devices):
+        raise ValueError(
+            f"a {data}x{model} (data x model) mesh needs {data * model} devices, "
+            f"{len(devices)} available; set mesh sizes whose product is {len(devices)}"
+        )
+    return jax.make_mesh(
+        (data, model), ("data", "model"), axis_types=(AxisType.Auto,) * 2, devices=devices
+    )

@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from models.config import DTYPES, ModelConfig, dtype_name
 from models.convert import ConversionError, ParamPath, StateReader, Take
-from models.sharding import partition_specs
+from models.sharding import fitted_specs
 from models.transformer import Params, param_shapes
 
 # Rows of a big tensor read and converted at a time: at most this many bytes (as fp32). The
@@ -119,7 +119,7 @@ class _Filler:
         else:
             mesh = auto_axes(mesh)
             specs = jax.tree_util.tree_leaves(
-                partition_specs(shapes), is_leaf=lambda x: isinstance(x, P)
+                fitted_specs(shapes, mesh), is_leaf=lambda x: isinstance(x, P)
             )
             self.shardings = {
                 p: NamedSharding(mesh, s) for p, s in zip(self.paths, specs, strict=True)

@@ -32,6 +32,7 @@ import numpy as np
 
 from models.config import DTYPES, ModelConfig, dtype_name
 from models.contract import LAYER_EDIT_FIELDS, Edits, Record, Trace
+from models.sharding import constrain_batch
 from models.validate import check_shapes, check_tokens
 
 Params = dict[str, Any]
@@ -559,8 +560,9 @@ def final_at_last(cfg: ModelConfig, blocks: Params, x, ctx: Context, start: int,
 
 
 def embed(cfg: ModelConfig, params: Params, tokens, positions):
-    """tokens, positions [batch, pos] -> resid_pre[0] [batch, pos, d_model]."""
-    return Embed(cfg).apply({"params": params["embed"]}, tokens, positions)
+    """tokens, positions [batch, pos] -> resid_pre[0] [batch, pos, d_model], split over the
+    mesh's 'data' axis when one is in context (models.sharding.constrain_batch)."""
+    return constrain_batch(Embed(cfg).apply({"params": params["embed"]}, tokens, positions))
 
 
 def unembed(cfg: ModelConfig, params: Params, x, vocab_ids=None):

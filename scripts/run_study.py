@@ -3,6 +3,7 @@
     python scripts/run_study.py --config=configs/demo.py --workdir=runs/demo
     python scripts/run_study.py --config=configs/paper.py --workdir=runs/paper
     python scripts/run_study.py --config=configs/demo.py --workdir=runs/demo --phases=vectors
+    python scripts/run_study.py --config=configs/paper.py:larger --dry_run   # the plan, no work
 
 Configs and their variants (`--config=FILE:VARIANT`): configs/demo.py (the embedded default;
 `:smoke` = CI size; `:training` = the study across training checkpoints of the Pythia stand-in),
@@ -43,14 +44,37 @@ _PHASES = flags.DEFINE_list(
 
 
 _OPEN = flags.DEFINE_bool("open", False, "Open report.html in the default browser at the end.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "Print the plan (params and batch bytes per device, each phase's work and estimated time) "
+    "from the config alone and exit: 0 when every model fits, 2 with the reason when not.",
+)
+
+
+def dry_run(cfg) -> None:
+    """--dry_run: the plan printed, nothing loaded; exit 2 with one line when a model cannot
+    fit on the devices at hand."""
+    from jaxcirc.infra import planner
+
+    text, problem = cli.run_or_exit(lambda: planner.preflight(cfg, dry_run=True))
+    print(text)
+    if problem:
+        cli.fail(problem)
 
 
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {' '.join(argv[1:])}; pass options as --flag=value")
     from jaxcirc import study
+    from jaxcirc.infra import planner
 
+    if _DRY_RUN.value:
+        if _CONFIG.value is None:
+            cli.fail("--config is required, e.g. --config=configs/paper.py")
+        return dry_run(_CONFIG.value)
     cfg = cli.require_config(_CONFIG.value, _WORKDIR.value)
+    cli.run_or_exit(lambda: planner.preflight(cfg))  # before anything is loaded
     out = cli.run_or_exit(lambda: study.run_study(cfg, _WORKDIR.value, _PHASES.value))
     if out.name == "report.md":
         print(f"report: {out}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jaxcirc.infra import artifacts
 from jaxcirc.report.format import fmt, images, read_json, short
+from jaxcirc.report.representation import study_model
 
 # Heads shown per top list in the report (top_k.json holds `heads.top_k` of them).
 TOP_SHOWN = 5
@@ -73,10 +74,11 @@ def _generation_row(r: dict, study: str) -> str:
     )
 
 
-def _generation_tables(g: dict) -> list[str]:
-    """The study's L0H0 sentiment figures beside ours, and the top sets, from generation/
-    summary.json (sentiment rows)."""
-    study = (g.get("study") or {}).get("L0H0") or {}
+def _generation_tables(g: dict, beside_study: bool = True) -> list[str]:
+    """The study's L0H0 sentiment figures beside ours (only when `beside_study`: a model the
+    study ran, or a stand-in of its family), and the top sets, from generation/summary.json
+    (sentiment rows)."""
+    study = (g.get("study") or {}).get("L0H0") or {} if beside_study else {}
     head = (
         "| mode | emotion | ablation | prompts | study | ours: effect [CI] | control band "
         "(one random set) | control mean [two-level CI] | p vs control |"
@@ -180,7 +182,8 @@ def section_heads(root: Path, labels: list[str]) -> list[str]:
             lines += ["| " + " | ".join(short(r[k]) for k in keys) + " |" for r in corr[:12]]
             lines.append("")
         lines += _top_table(read_json(d / "top_k.json") or {})
-        lines += _generation_tables(read_json(d / "generation" / "summary.json") or {})
+        beside = study_model(root, label)[0] is not None
+        lines += _generation_tables(read_json(d / "generation" / "summary.json") or {}, beside)
         lines += _circuits_table(_csv_rows(d / "circuits" / "circuits.csv"))
         lines += _neurons_table(
             read_json(d / "neurons" / "neurons_summary.json"),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jaxcirc.infra import artifacts
 from jaxcirc.report.html_data import guarded, num, read_csv, read_json
+from jaxcirc.report.representation import study_model
 
 _STEER_HEADER = re.compile(r"layer (\d+), alpha ([+-]?[0-9.]+)")
 _PATCH_HEADER = re.compile(r"^(\S+), layer (\d+)")
@@ -289,17 +290,19 @@ def head_tables(root: Path, label: str) -> dict:
     the generation samples per edit."""
     d = root / "heads" / artifacts.slug(label)
     generation = d / "generation" / "head_generation.csv"
+    # The study's figures stand beside the study's models (and their stand-ins) only.
+    add = _study_l0h0 if study_model(root, label)[0] is not None else None
     out = {
         "l0h0": guarded(
             "L0H0 beside the study",
-            lambda: table(root, generation, add=_study_l0h0, keep=_is_l0h0_sentiment),
+            lambda: table(root, generation, add=add, keep=_is_l0h0_sentiment),
         ),
         "rank_correlation": guarded(
             "rank correlations", lambda: table(root, d / "rank_correlation.csv")
         ),
         "generation": guarded(
             "head generation",
-            lambda: table(root, generation, add=_study_l0h0),
+            lambda: table(root, generation, add=add),
         ),
         "circuits": guarded("circuits", lambda: table(root, d / "circuits" / "circuits.csv")),
         "neurons": guarded("neurons", lambda: table(root, d / "neurons" / "neurons_top.csv")),

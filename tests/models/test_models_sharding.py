@@ -37,3 +37,19 @@ def test_every_param_has_a_rule():
 def test_unknown_param_is_refused():
     with pytest.raises(ValueError, match="no partition rule"):
         partition_specs({"blocks": {"attn": {"W_mystery": jax.numpy.zeros((2, 3))}}})
+
+
+def test_a_split_the_mesh_axis_does_not_divide_is_replicated():
+    """GPT-2's 50257-token vocabulary over a model axis of 4: W_U replicated (jax places only
+    even splits); Pythia's 50304 splits; a shape without a mesh in context is left alone."""
+    import numpy as np
+    from jax.sharding import PartitionSpec as P
+
+    from models.sharding import constrain_batch, fit_spec
+
+    sizes = {"data": 2, "model": 4}
+    assert fit_spec(P(None, "model"), (768, 50257), sizes) == P(None, None)
+    assert fit_spec(P(None, "model"), (768, 50304), sizes) == P(None, "model")
+    assert fit_spec(P("model"), (3, 5), sizes) == P(None, None)
+    x = np.ones((4, 3), np.float32)
+    assert constrain_batch(x) is x

@@ -52,8 +52,16 @@ def _run(root):
     neurons.run_neurons(model, emo, neutral, vectors, ncfg, d / "neurons", word_ids=wids)
 
 
+def _as_checkpoint(root, source: str):
+    """models.json naming LABEL's checkpoint: the study's figures stand beside the study's
+    models only (jaxcirc.report.representation.study_model)."""
+    info = {LABEL: {"family": "gpt2", "notes": f"checkpoint {source}"}}
+    artifacts.write_json(root / "models.json", info)
+
+
 def test_head_section_tables_come_from_the_phase_files(tmp_path):
     _run(tmp_path)
+    _as_checkpoint(tmp_path, "gpt2")  # GPT-2 small, the study's own
     lines = report_heads.section_heads(tmp_path, [LABEL])
     text = "\n".join(lines)
     # Top heads: a table, not a JSON paste; the planted head first, clearing the null.
@@ -74,6 +82,17 @@ def test_head_section_tables_come_from_the_phase_files(tmp_path):
     # No verdict words: the section reports figures, the conclusions section judges them.
     for word in ("significant", "supported", "confirms", "proves", "circuit is"):
         assert word not in text.lower(), word
+
+
+def test_no_study_figure_beside_a_model_the_study_did_not_run(tmp_path):
+    """GPT-2 XL's L0H0 rows get our figures and no study column value (the study's figure is
+    GPT-2 small's)."""
+    _run(tmp_path)
+    _as_checkpoint(tmp_path, "gpt2-xl")
+    lines = report_heads.section_heads(tmp_path, [LABEL])
+    l0 = [ln for ln in lines if ln.startswith("| ablation | gratitude | zero |")]
+    assert l0 and "-0.0349" not in l0[0] and len(re.findall(NUMBER, l0[0])) >= 5, l0
+    assert not any("0.1102" in ln for ln in lines if ln.startswith("| patching | gratitude |"))
 
 
 def test_missing_files_leave_their_tables_out(tmp_path):
