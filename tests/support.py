@@ -278,3 +278,15 @@ def class_vectors(m, texts, labels, n_shuffled: int, seed: int):
     )
     ctl = steering.ControlVectors("label_shuffled", shuffled, "label-shuffled test vectors")
     return {"gratitude": real[:, 0]}, ctl
+
+
+def hf_param_count(hf_cfg: dict) -> int:
+    """transformers' parameter count for the config, built on the meta device (no memory)."""
+    import torch
+    import transformers
+
+    cfg = dict(hf_cfg)
+    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())  # shared (tied) tensors once

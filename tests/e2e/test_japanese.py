@@ -23,18 +23,23 @@ ROOT = Path(__file__).resolve().parents[2]
 JA_SLUGS = ("gpt2-ja-standin", "pythia-ja-standin")
 
 
+def _run_study(work: Path, caches: Path, env: dict, timeout: int):
+    """scripts/run_study.py on the Japanese smoke config, its models cached under `caches`."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_study.py"),
+         "--config=configs/demo.py:japanese-smoke", f"--workdir={work}",
+         f"--config.models.cache_dir={caches / 'cache-ja'}",
+         f"--config.cross_language.english_cache_dir={caches / 'cache-en'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("japanese")
     work = tmp / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1"}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "run_study.py"),
-         "--config=configs/demo.py:japanese-smoke", f"--workdir={work}",
-         f"--config.models.cache_dir={tmp / 'cache-ja'}",
-         f"--config.cross_language.english_cache_dir={tmp / 'cache-en'}"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500,
-    )  # fmt: skip
+    out = _run_study(work, tmp, {"JAXCIRC_QUIET": "1"}, timeout=1500)
     assert out.returncode == 0, out.stderr[-3000:]
     return work
 
@@ -88,15 +93,7 @@ def test_report_has_the_japanese_run_and_english_vs_japanese_with_numbers(run):
 
 
 def test_rerun_recomputes_nothing(run):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cache = run.parent
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "run_study.py"),
-         "--config=configs/demo.py:japanese-smoke", f"--workdir={run}",
-         f"--config.models.cache_dir={cache / 'cache-ja'}",
-         f"--config.cross_language.english_cache_dir={cache / 'cache-en'}"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
-    )  # fmt: skip
+    out = _run_study(run, run.parent, {}, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "cross_language: English vs Japanese" not in out.stderr
     assert "skipped" in out.stderr and "cross_language" in out.stderr

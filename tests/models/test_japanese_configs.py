@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
-import transformers
 
 import models
 from models import families
 from models import hf_reference as ref
 from models.config import GLOBAL_WINDOW
+from tests import support
 
 JAPANESE = [
     "rinna/japanese-gpt2-xsmall",
@@ -56,15 +56,6 @@ AT_TWO_LAYERS = [
 ]
 
 
-def _hf_param_count(hf_cfg: dict) -> int:
-    """transformers' parameter count for the config, built on the meta device (no memory)."""
-    cfg = dict(hf_cfg)
-    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())  # shared (tied) tensors once
-
-
 def test_every_japanese_checkpoint_is_published():
     assert {n.split("/")[-1].lower() for n in JAPANESE} <= set(families.published_names())
 
@@ -75,7 +66,7 @@ def test_converts_with_its_stated_shape_and_transformers_parameter_count(name):
     cfg = models.config_from_hf(hf_cfg, strict=True)
     got = (cfg.family, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.d_vocab)
     assert got + (cfg.bos_token_id, cfg.eos_token_id) == SHAPES[name]
-    assert cfg.n_params() == _hf_param_count(hf_cfg)
+    assert cfg.n_params() == support.hf_param_count(hf_cfg)
 
 
 def test_what_the_japanese_families_change():

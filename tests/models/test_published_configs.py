@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
 import models
 from models import families
 from models import hf_reference as ref
+from tests import support
 
 # Parameters, embeddings counted once (tied unembeddings once): Pythia's from its model card
 # ("Total params"), GPT-2's and GPT-Neo's as transformers' num_parameters() reports them for the
@@ -43,15 +42,6 @@ WIDEST = [
 ]
 
 
-def _hf_param_count(hf_cfg: dict) -> int:
-    """transformers' parameter count for the config, built on the meta device (no memory)."""
-    cfg = dict(hf_cfg)
-    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())  # shared (tied) tensors once
-
-
 def test_every_size_is_listed():
     assert set(PARAM_COUNTS) <= set(families.published_names())
 
@@ -61,7 +51,7 @@ def test_published_config_converts_with_its_parameter_count(name):
     hf_cfg = models.published_hf_config(name)
     cfg = models.config_from_hf(hf_cfg, strict=True)
     assert cfg.n_params() == PARAM_COUNTS[name]
-    assert _hf_param_count(hf_cfg) == PARAM_COUNTS[name]
+    assert support.hf_param_count(hf_cfg) == PARAM_COUNTS[name]
 
 
 def test_published_shapes_of_the_largest():
