@@ -393,6 +393,9 @@ def cross_language() -> ml_collections.ConfigDict:
     # Cross-model patching across languages: steer each Japanese model with each English model's
     # mapped emotion vectors (off: the alignment part alone).
     c.patch = True
+    # ... and the other way: each Japanese model's vectors mapped into each English model, on
+    # the English pairs of the same neutral prompts, scored by the English text measures.
+    c.patch_back = True
     # Japanese neutral prompts steered (the first of the paired ones).
     c.max_prompts = 24
     return c

@@ -26,7 +26,9 @@ Two parts, each the study's own math on these pairs:
   cosine with the Japanese model's own vector against random English directions mapped, the
   random-init control), steer the Japanese model on its own neutral prompts, beside its own
   vectors (the ceiling) and random directions of equal norm (the control), scored by the
-  Japanese text measures (`steering.language`).
+  Japanese text measures; with `cross_language.patch_back`, also the other way (the Japanese
+  model's vectors mapped into the English model, on the English pairs of those prompts, scored
+  by the English measures).
 
 Files: `extract/<model>/` (the paired prompts' activations, and `__random-init-<seed>` copies),
 `alignment/<English>__<Japanese>/` (phase 6's files), `patching/<English>__to__<Japanese>/`
@@ -51,7 +53,7 @@ from jaxcirc.phases.extract import extract_residuals
 
 NAME = "cross_language"
 # Bump when the phase's outputs change meaning: every run then recomputes it.
-VERSION = 1
+VERSION = 2  # 2: patching also Japanese -> English (patch_back)
 
 
 def paired_records(
@@ -123,16 +125,21 @@ class Side:
     controls: list[Activations]
 
 
-def patch(en: tuple[str, Side], ja: tuple[str, Side], prompts: list[str], cfg, out_dir: Path):
-    """The English model's mapped emotion vectors steer the Japanese model on `prompts` (its
-    neutral prompts), beside its own vectors and random directions of equal norm. cfg: sections
-    cross_model and steering. Returns `pair_vectors`' info plus steer_mapped / steer_own."""
-    (la, a), (lb, b) = en, ja
+def patch(
+    src: tuple[str, Side], dst: tuple[str, Side], prompts: list[str], language: str, cfg,
+    out_dir: Path,
+):  # fmt: skip
+    """The source model's mapped emotion vectors steer the destination model on `prompts` (its
+    neutral prompts, scored by the text measures of `language`, the destination's), beside its
+    own vectors and random directions of equal norm. cfg: sections cross_model and steering.
+    Returns `pair_vectors`' info plus steer_mapped / steer_own."""
+    (la, a), (lb, b) = src, dst
     layers = cross_model.layers_at(a.model, b.model, cfg.cross_model.relative_depth)
     info, mapped = cross_model.pair_vectors(a.acts, b.acts, layers, cfg, b.controls)
     info["model_a"], info["model_b"] = la, lb
     own = emotion_vectors(b.acts, cfg.steering.vector_method, cfg.steering.vector_centre)
     sc, n_b = cross_model.steer_config(cfg, layers[1]), b.model.config.n_layers
+    sc.language = language
     pair_dir = out_dir / f"{artifacts.slug(la)}__to__{artifacts.slug(lb)}"
     artifacts.write_json(pair_dir / "vectors.json", info)
     runs = {
@@ -142,7 +149,7 @@ def patch(en: tuple[str, Side], ja: tuple[str, Side], prompts: list[str], cfg, o
     for name, (vecs, what) in runs.items():
         (pair_dir / name).mkdir(parents=True, exist_ok=True)
         info[f"steer_{name}"] = steering.run_steering(
-            b.model, prompts, vecs, sc, pair_dir / name, label=f"Japanese neutral, vectors {what}"
+            b.model, prompts, vecs, sc, pair_dir / name, label=f"{language} neutral, vectors {what}"
         )
     info["dir"] = pair_dir.name
     return info
@@ -212,12 +219,17 @@ def run(inputs: Inputs, section, out_dir: str | Path) -> dict:
         "patching": {},
     }
     if section.cross_language.patch:
-        neutral = [r.text for r in ja if r.emotion == NEUTRAL]
-        prompts = neutral[: int(section.cross_language.max_prompts)]
+        n = int(section.cross_language.max_prompts)
+        ja_neutral = [r.text for r in ja if r.emotion == NEUTRAL][:n]
+        en_neutral = [r.text for r in en if r.emotion == NEUTRAL][:n]  # their English pairs
         for la, a in en_sides.items():
             for lb, b in ja_sides.items():
-                info = patch((la, a), (lb, b), prompts, section, out_dir / "patching")
-                summary["patching"][f"{la} -> {lb}"] = info
+                ways = [((la, a), (lb, b), ja_neutral, "ja")]
+                if section.cross_language.patch_back:
+                    ways.append(((lb, b), (la, a), en_neutral, "en"))
+                for src, dst, prompts, language in ways:
+                    info = patch(src, dst, prompts, language, section, out_dir / "patching")
+                    summary["patching"][f"{src[0]} -> {dst[0]}"] = info
     return summary
 
 

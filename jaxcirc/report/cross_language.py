@@ -63,9 +63,11 @@ def section_cross_language(root: Path) -> list[str]:
     lines += ["", "What was measured:", "", *sentences, ""]
     if s.get("patching"):
         lines += [
-            "Patching across languages: the English model's emotion vector mapped into the "
-            "Japanese model (map fit on the paired neutral prompts) steers it on its Japanese "
-            "neutral prompts, beside its own vector (ceiling) and random directions of equal norm "
+            "Patching across languages: model A's emotion vector mapped into model B (map fit "
+            "on the paired neutral prompts) steers B on its own language's neutral prompts "
+            "(English -> Japanese on the Japanese ones, scored by the Japanese text measures; "
+            "Japanese -> English, where run, on their English pairs, scored by the English "
+            "ones), beside B's own vector (ceiling) and random directions of equal norm "
             "(control); columns as in cross-model patching.",
             "",
             "| A -> B | layers | pairing, n/d | map held-out R^2 [null band] | emotion | "

@@ -86,6 +86,15 @@ def test_report_has_the_japanese_run_and_english_vs_japanese_with_numbers(run):
         assert re.search(r"\d\.\d{3}", row), row
     s = json.loads((run / "cross_language" / "summary.json").read_text())
     assert s["paired_prompts"]["neutral"] == 70
+    # patching both ways: each Japanese model's vectors mapped into the English model too,
+    # steering it on English prompts (English measures), with numbers in the report
+    (en,) = s["english_models"]
+    back = [f"{ja} -> {en}" for ja in s["japanese_models"]]
+    assert set(s["patching"]) == {f"{en} -> {ja}" for ja in s["japanese_models"]} | set(back)
+    for name in back:
+        rows = [x for x in section.splitlines() if x.startswith(f"| {name} |")]
+        assert len(rows) == 3 and all(re.search(r"\d\.\d{3}", r) for r in rows), name
+        assert s["patching"][name]["steer_mapped"]["prompt_set"].startswith("en neutral")
     for entry in s["alignment"].values():
         for h in (*entry["en->ja"].values(), *entry["ja->en"].values()):
             assert 0 <= h["figure"] <= 1 and h["null_band"][0] <= h["null_band"][1]
