@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcirc.core import stats
-from jaxcirc.core.steering import Bootstrap, resolve_layers
+from jaxcirc.core.steering import Bootstrap, pad_rows, resolve_layers
 from jaxcirc.infra.progress import progress
 from models.contract import Record
 from models.generate import left_align
@@ -137,21 +137,32 @@ def patching_sweep(
         (np.arange(n_t) + 1) % n_t if grid.control_of is None else np.asarray(grid.control_of)
     )
     record = Record(**{s: True for s in grid.sites}, logits="none")
-    _, s_tr = forward(cfg, params, jnp.asarray(s_ids), jnp.asarray(s_mask), None, record)
-    _, t_tr = forward(cfg, params, jnp.asarray(t_ids), jnp.asarray(t_mask), None, record)
+    s_tr = _traces(cfg, params, (s_ids, s_mask), record, settings.prompt_rows)
+    t_tr = _traces(cfg, params, (t_ids, t_mask), record, settings.prompt_rows)
     masks = (
         patch_positions(t_mask, s_mask[source_of], grid.positions),
         patch_positions(t_mask, t_mask[control_of], grid.positions),
     )
     out, base, n_rows = {}, None, 0
     for site in grid.sites:
-        src, ctl = np.asarray(getattr(s_tr, site)), np.asarray(getattr(t_tr, site))
+        src, ctl = s_tr[site], t_tr[site]
         rows = patch_rows(site, ((src, source_of), (ctl, control_of)), masks, layers, cfg.d_model)
         loop = functools.partial(progress, desc=f"patch {site}", min_interval=5.0)
         base, res = run_rows(cfg, params, t_ids, t_mask, rows, settings, readout, loop=loop)
         out[site] = res.reshape((len(layers), 2, n_t))
         n_rows += len(rows)
     return Patching(out, base, layers, tuple(grid.sites), grid.positions, n_rows + n_t)
+
+
+def _traces(cfg, params, prompts, record: Record, prompt_rows: int) -> dict:
+    """{site: [layer, n, W, d_model] numpy} of the unedited run of prompts = (ids, mask) [n, W],
+    run over `prompt_rows` rows (`pad_rows`), so target and source sets share its shape."""
+    ids, mask = prompts
+    n = len(ids)
+    ids, mask = pad_rows(ids, prompt_rows), pad_rows(mask, prompt_rows)
+    _, tr = forward(cfg, params, jnp.asarray(ids), jnp.asarray(mask), None, record)
+    sites = [s for s in PATCH_SITES if getattr(record, s)]
+    return {s: np.asarray(getattr(tr, s))[:, :n] for s in sites}
 
 
 def patch_effects(delta: np.ndarray, boot: Bootstrap) -> tuple[stats.Estimate, stats.Estimate]:

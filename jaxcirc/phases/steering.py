@@ -77,7 +77,7 @@ from jaxcirc.infra import artifacts
 from jaxcirc.phases import steering_verdicts as sv
 from jaxcirc.report import plots
 from models.generate import Sampling
-from models.scheduler import EngineSettings, Readout, RunOut
+from models.scheduler import EngineSettings, Load, Readout, RunOut, shared_batches
 from models.tokens import Tokens
 
 NAME = "steering"
@@ -113,11 +113,62 @@ class Inputs:
     control_vectors: ControlVectors | None = None
 
 
-def neutral_norms(model, prompts: list[str], cfg) -> np.ndarray:
+# Bucket widths are multiples of this: a longer prompt moves to the next bucket, not a new width.
+WIDTH_MULTIPLE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """The shapes one phase compiles for one model, shared by every run in it (neutral and
+    real-world steering, the edited rows and every control, patching), so each compiled
+    function compiles about once. width: prompt slots every prompt set is right-padded to;
+    settings: the generation settings with fixed rows per call (`models.scheduler.
+    shared_batches`: decode rows, re-run rows, prompt rows)."""
+
+    width: int
+    settings: EngineSettings
+
+
+def _tokens(model, prompts, cfg) -> Tokens:
+    return model.tokenize(list(prompts), prepend_bos=bool(cfg.prepend_bos), pad_to_multiple=1)
+
+
+def _n_directions(n_emotions: int, cfg, controls: ControlVectors | None) -> int:
+    """Directions a steering run generates (as `_plan_steering` makes them)."""
+    n_ctl = 0 if controls is None else min(int(cfg.n_control_text), len(controls.vectors))
+    return n_emotions + int(cfg.n_random_seeds) + n_ctl
+
+
+def bucket_for(model, cfg, steered, n_dir: int, patched=()) -> Bucket:
+    """The one `Bucket` of a phase's runs: steered: the prompt sets `run_steering` steers along
+    n_dir directions each; patched: (targets, sources) pairs `run_patching` patches. Width: the
+    longest prompt of any set, rounded up to WIDTH_MULTIPLE (within the model's context)."""
+    mc = model.config
+    sets = list(steered) + [p for pair in patched for p in pair]
+    longest = max(_tokens(model, p, cfg).ids.shape[1] for p in sets)
+    width = -(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+    if mc.positional == "learned":  # the prompt and its new tokens fit in n_ctx
+        width = max(longest, min(width, mc.n_ctx - int(cfg.max_new_tokens) + 1))
+    n_layers = len(resolve_layers(cfg.layers, mc.n_layers))
+    n_alpha = sum(float(a) != 0 for a in cfg.alphas)
+    loads = [
+        Load(len(p), len(p) * n_dir * n_layers * n_alpha, len(p) * n_dir * n_alpha) for p in steered
+    ]
+    n_patch = len(resolve_layers(cfg.patch_layers, mc.n_layers))
+    for targets, sources in patched:
+        n = len(targets)
+        loads += [Load(max(n, len(sources)), 2 * n * n_patch, 2 * n)]
+    return Bucket(width, shared_batches(_settings(cfg, mc.eos_token_id), loads))
+
+
+def neutral_norms(model, prompts: list[str], cfg, bucket: Bucket | None = None) -> np.ndarray:
     """[n_layers] typical residual norms of `prompts` (`typical_resid_norms`), tokenised as
-    `run_steering` tokenises them."""
-    toks = model.tokenize(list(prompts), prepend_bos=bool(cfg.prepend_bos), pad_to_multiple=1)
-    return typical_resid_norms(model.config, model.params, toks.ids, toks.mask)
+    `run_steering` tokenises them (in `bucket`'s shapes, when given)."""
+    toks = _tokens(model, prompts, cfg)
+    rows = 0
+    if bucket is not None:
+        toks, rows = toks.padded(bucket.width), bucket.settings.prompt_rows
+    return typical_resid_norms(model.config, model.params, toks.ids, toks.mask, rows)
 
 
 def run(inputs: Inputs, cfg: ml_collections.ConfigDict, out_dir: Path) -> dict:
@@ -131,7 +182,10 @@ def run(inputs: Inputs, cfg: ml_collections.ConfigDict, out_dir: Path) -> dict:
     if inputs.realworld:
         sets["realworld"] = inputs.realworld
     _check_steering_inputs(inputs.model, neutral, inputs.vectors)
-    norms = neutral_norms(inputs.model, neutral, cfg)
+    patched = [(neutral, inputs.sources[e][: len(neutral)]) for e in cfg.patch_emotions]
+    n_dir = _n_directions(len(inputs.vectors), cfg, inputs.control_vectors)
+    bucket = bucket_for(inputs.model, cfg, list(sets.values()), n_dir, patched)
+    norms = neutral_norms(inputs.model, neutral, cfg, bucket)
     source = f"the neutral prompts steered (n={len(neutral)})"
     summary = {}
     for name, texts in sets.items():
@@ -142,21 +196,22 @@ def run(inputs: Inputs, cfg: ml_collections.ConfigDict, out_dir: Path) -> dict:
             inputs.vectors,
             cfg,
             out_dir / name,
-            Extras(resid_norms=norms, norms_source=source, controls=inputs.control_vectors),
+            Extras(norms, source, inputs.control_vectors, bucket=bucket),
             label=name,
         )
     summary["patching"] = {}
-    for emo in cfg.patch_emotions:
+    for emo, (targets, sources) in zip(cfg.patch_emotions, patched, strict=True):
         pdir = out_dir / "patching" / emo
         pdir.mkdir(parents=True, exist_ok=True)
         summary["patching"][emo] = run_patching(
             inputs.model,
-            neutral,
-            inputs.sources[emo][: len(neutral)],
+            targets,
+            sources,
             cfg,
             pdir,
             source_label=emo,
             vectors=inputs.vectors,
+            bucket=bucket,
         )
     return summary
 
@@ -218,12 +273,14 @@ class Extras:
     """Optional inputs of `run_steering`. resid_norms: [n_layers] the norms alphas are measured
     in (None: the steered prompts' own, `typical_resid_norms`); norms_source: what they came from
     (written beside them); controls: a second control beside the random directions; word_ids:
-    the logit-difference words (None: lexicon.EMOTION_LOGIT_WORDS, single-token ones)."""
+    the logit-difference words (None: lexicon.EMOTION_LOGIT_WORDS, single-token ones); bucket:
+    the shapes to compile in (`bucket_for`; None: the steered prompts' own)."""
 
     resid_norms: np.ndarray | None = None
     norms_source: str | None = None
     controls: ControlVectors | None = None
     word_ids: measures.WordIds | None = None
+    bucket: Bucket | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,12 +366,16 @@ def _control_draws(mc, layers, cfg, controls: ControlVectors | None) -> tuple[_D
 def _plan_steering(model, prompts, vectors, cfg, extras: Extras) -> _SteerPlan:
     mc = model.config
     layers = resolve_layers(cfg.layers, mc.n_layers)
-    toks = model.tokenize(list(prompts), prepend_bos=bool(cfg.prepend_bos), pad_to_multiple=1)
+    bucket = extras.bucket
+    if bucket is None:
+        n_dir = _n_directions(len(vectors), cfg, extras.controls)
+        bucket = bucket_for(model, cfg, [prompts], n_dir)
+    toks = _tokens(model, prompts, cfg).padded(bucket.width)
     if extras.resid_norms is not None:
         norms = np.asarray(extras.resid_norms, np.float64)
         source = extras.norms_source or "given by the caller"
     else:
-        norms = typical_resid_norms(mc, model.params, toks.ids, toks.mask)
+        norms = neutral_norms(model, prompts, cfg, bucket)
         source = f"the prompts steered here (n={len(prompts)})"
     if norms.shape != (mc.n_layers,):
         raise ValueError(f"resid_norms has shape {norms.shape}; need [{mc.n_layers}]")
@@ -345,7 +406,7 @@ def _plan_steering(model, prompts, vectors, cfg, extras: Extras) -> _SteerPlan:
         word_note,
         proj_dirs,
         proj_row,
-        _settings(cfg, mc.eos_token_id),
+        bucket.settings,
     )
 
 
@@ -480,6 +541,7 @@ def _forward_effects(model, plan: _SteerPlan, directions, cells, base: dict) -> 
         readout,
         cells,
         rows_per_call=plan.settings.prefill_rows,
+        prompt_rows=plan.settings.prompt_rows,
     )
     out = {}
     for e in plan.word_ids.ids:
@@ -985,16 +1047,19 @@ class _PatchPlan:
     settings: EngineSettings
 
 
-def _plan_patching(model, neutral_prompts, source_prompts, cfg, vectors, word_ids) -> _PatchPlan:
+def _plan_patching(
+    model, neutral_prompts, source_prompts, cfg, vectors, word_ids, bucket: Bucket | None
+) -> _PatchPlan:
     for name, p in (("neutral_prompts", neutral_prompts), ("source_prompts", source_prompts)):
         if isinstance(p, str) or not p:
             raise ValueError(f"{name} must be a non-empty list of strings")
     if model.tokenizer is None:
         raise ValueError("model has no tokenizer; run_patching needs one to read the generations")
     mc = model.config
-    bos = bool(cfg.prepend_bos)
-    t = model.tokenize(list(neutral_prompts), prepend_bos=bos, pad_to_multiple=1)
-    s = model.tokenize(list(source_prompts), prepend_bos=bos, pad_to_multiple=1)
+    if bucket is None:
+        bucket = bucket_for(model, cfg, [], 0, [(neutral_prompts, source_prompts)])
+    t = _tokens(model, neutral_prompts, cfg).padded(bucket.width)
+    s = _tokens(model, source_prompts, cfg).padded(bucket.width)
     word_ids, word_note = _word_ids(model, word_ids, _lang(cfg))
     proj_dirs, names = None, []
     if vectors:
@@ -1002,8 +1067,7 @@ def _plan_patching(model, neutral_prompts, source_prompts, cfg, vectors, word_id
         names = list(vectors)
     layers = resolve_layers(cfg.patch_layers, mc.n_layers)
     grid = PatchGrid(layers, tuple(cfg.patch_sites), cfg.patch_positions)
-    settings = _settings(cfg, mc.eos_token_id)
-    return _PatchPlan(t, s, word_ids, word_note, proj_dirs, names, grid, settings)
+    return _PatchPlan(t, s, word_ids, word_note, proj_dirs, names, grid, bucket.settings)
 
 
 def run_patching(
@@ -1016,14 +1080,16 @@ def run_patching(
     vectors: dict[str, np.ndarray] | None = None,
     word_ids: measures.WordIds | None = None,
     label: str = "neutral",
+    bucket: Bucket | None = None,
 ) -> dict:
     """Patch activations of `source_prompts` (e.g. gratitude texts, labelled `source_label`) into
     `neutral_prompts`, per site and layer, with a neutral-to-neutral control; generate, score
     (coherence too) and write patching_effects.csv, plots and samples to `out_dir`, and per site
     and measure the verdict of the best layer against sign flips (`steering_verdicts.
     patch_verdict`). vectors (optional, as in `run_steering`) add the final-residual projections
-    to the measures (no verdict: the patch moves them by construction)."""
-    plan = _plan_patching(model, neutral_prompts, source_prompts, cfg, vectors, word_ids)
+    to the measures (no verdict: the patch moves them by construction); bucket: the shapes to
+    compile in (`bucket_for`; None: these prompts' own)."""
+    plan = _plan_patching(model, neutral_prompts, source_prompts, cfg, vectors, word_ids, bucket)
     mc, n_t, sites = model.config, len(neutral_prompts), plan.grid.sites
     res = _patch_sweep(model, plan)
     base_texts = decode_texts(model.tokenizer, res.base.tokens, res.base.eos_at)
