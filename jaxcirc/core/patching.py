@@ -21,15 +21,16 @@ from jaxcirc.core import stats
 from jaxcirc.core.steering import Bootstrap, pad_rows, resolve_layers
 from jaxcirc.infra.progress import progress
 from models.contract import Record
-from models.generate import left_align
 from models.scheduler import PATCH_SITES, EngineSettings, Readout, Rows, RunOut, run_rows
 from models.transformer import forward
 
 
 def _left_to_width(ids, mask, width: int):
-    """Left-align and left-pad [n, P] prompts to `width` columns (numpy)."""
-    ids, mask, _ = left_align(jnp.asarray(ids, jnp.int32), jnp.asarray(mask, bool))
-    ids, mask = np.asarray(ids), np.asarray(mask)
+    """Left-align and left-pad [n, P] prompts to `width` columns, as `models.generate.
+    left_align` does, in numpy (its eager jnp ops would compile for every prompt count)."""
+    ids, mask = np.asarray(ids, np.int32), np.asarray(mask, bool)
+    order = np.argsort(mask, axis=1, kind="stable")  # False (pad) first, token order kept
+    ids, mask = np.take_along_axis(ids, order, 1), np.take_along_axis(mask, order, 1)
     pad = width - ids.shape[1]
     return np.pad(ids, ((0, 0), (pad, 0))), np.pad(mask, ((0, 0), (pad, 0)))
 
