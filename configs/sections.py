@@ -175,8 +175,11 @@ def steering() -> ml_collections.ConfigDict:
     c.ci_level = 0.95
     # Sample generations saved per cell (the first prompts, in input order).
     c.samples_per_cell = 3
-    # Rows (cell x prompt) per decode call and per prompt re-run call: memory is about
-    # batch_rows * n_layers * (prompt + new tokens) * d_model * 8 bytes for the caches.
+    # Rows (cell x prompt) per decode call and per prompt re-run call, at most: memory is about
+    # batch_rows * n_layers * (prompt + new tokens) * d_model * 8 bytes for the caches. The phase
+    # fixes one count of each (and one prompt width, a multiple of 8) for all its runs of a
+    # model, neutral, real-world and patching alike, so each compiles the same programs
+    # (`jaxcirc.phases.steering.bucket_for`).
     c.batch_rows = 512
     c.prefill_rows = 256
     # Prompt re-runs cover only the slots their longest prompt needs, rounded up to a multiple

@@ -23,11 +23,13 @@ from models.generate import Sampling, generate
 from models.scheduler import (
     PATCH_SITES,
     EngineSettings,
+    Load,
     Readout,
     Rows,
     RunOut,
     batch_sizes,
     run_rows,
+    shared_batches,
 )
 from models.spm_tokenizer import SentencePieceTokenizer
 from models.tokens import Tokens, tokenize
@@ -51,6 +53,7 @@ __all__ = [
     "ConversionError",
     "Edits",
     "EngineSettings",
+    "Load",
     "LoadedModel",
     "ModelConfig",
     "PATCH_SITES",
@@ -76,6 +79,7 @@ __all__ = [
     "random_model",
     "run_blocks",
     "run_rows",
+    "shared_batches",
     "take_last",
     "tiny_hf_config",
     "tokenize",

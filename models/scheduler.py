@@ -127,7 +127,10 @@ class EngineSettings:
     """How `run_rows` generates: max_new_tokens per row, sampling and its seed, the EOS id
     (recorded in eos_at; needed by sampling.min_new_tokens), the most rows per decode call
     (batch_rows) and per re-run call (prefill_rows), and window_step (re-run windows are
-    rounded up to a multiple of it, so that few window sizes, each one compile, occur)."""
+    rounded up to a multiple of it, so that few window sizes, each one compile, occur).
+    prompt_rows: the unedited prompt run covers this many rows (the prompts, then copies of the
+    first; 0 = the prompts alone), so prompt sets of different sizes share its compiled shapes
+    (`shared_batches` sets it with batch_rows and prefill_rows for every run of a phase)."""
 
     max_new_tokens: int = 20
     sampling: Sampling = Sampling()
@@ -136,6 +139,7 @@ class EngineSettings:
     prefill_rows: int = 256
     window_step: int = 4
     eos_id: int | None = None
+    prompt_rows: int = 0
 
     def __post_init__(self):
         if self.window_step < 1:
@@ -177,6 +181,30 @@ def batch_sizes(n_prompts: int, rows: Rows, s: EngineSettings) -> tuple[int, int
     return dec_rows, _even(int(max(groups)), min(s.prefill_rows, dec_rows))
 
 
+@dataclasses.dataclass(frozen=True)
+class Load:
+    """The size of one `run_rows` call: prompts, rows, and rows of its largest start layer."""
+
+    prompts: int
+    rows: int
+    group: int
+
+
+def shared_batches(s: EngineSettings, loads) -> EngineSettings:
+    """`s` fixed so that `run_rows` calls of every `Load` in `loads` compile the same shapes:
+    rows per decode and re-run call are the largest `batch_sizes` picks for any of them (then
+    used exactly: a smaller run pads its calls up to them), prompt_rows the most prompts."""
+    loads = list(loads)
+    if not loads:
+        raise ValueError("loads is empty; pass the Load of every run that is to share shapes")
+    dec = max(_even(x.prompts + x.rows, s.batch_rows) for x in loads)
+    pre = max(_even(max(x.group, 1), min(s.prefill_rows, dec)) for x in loads)
+    prompts = max(x.prompts for x in loads)
+    return dataclasses.replace(
+        s, batch_rows=dec, prefill_rows=pre, prompt_rows=prompts, exact_batches=True
+    )
+
+
 def _even(n: int, most: int) -> int:
     """Rows per call so that ceil(n / most) calls cover n rows with the least padding."""
     calls = -(-n // max(1, most))
@@ -202,7 +230,7 @@ def _prefill_chunks(rows: Rows, size: int, lengths: np.ndarray, width: int, step
 
 def _pad_to(a: np.ndarray, n: int) -> np.ndarray:
     """Pad axis 0 to n rows by repeating row 0 (results of padding rows are dropped)."""
-    if len(a) == n:
+    if len(a) >= n:
         return a
     return np.concatenate([a, np.repeat(a[:1], n - len(a), axis=0)])
 
@@ -539,8 +567,14 @@ def run_rows(
     process CPU seconds under "<phase>_cpu" (for benchmarks; costs a little overlap).
     """
     s = settings
+    n_p = len(ids)
+    if s.prompt_rows and s.prompt_rows < n_p:
+        raise ValueError(f"{n_p} prompts exceed settings.prompt_rows={s.prompt_rows}")
+    # Padding rows (copies of the first prompt) only give the prompt run its shared shape: no
+    # row restarts from them and their unedited runs are not decoded.
+    ids, mask = _pad_to(np.asarray(ids), s.prompt_rows), _pad_to(np.asarray(mask), s.prompt_rows)
     ids, mask, slots = _aligned_prompts(cfg, ids, mask, s.max_new_tokens)
-    n_p, width = ids.shape
+    width = ids.shape[1]
     readout = readout.on_device()
     n_ids = None if readout.vocab_ids is None else len(readout.vocab_ids)
     k = None if readout.proj_dirs is None else len(readout.proj_dirs)
@@ -552,14 +586,14 @@ def run_rows(
     run = _Scheduler(cfg, params, s, readout, dec_rows, outs, timings)
     base = run.prompt_run(ids, mask, slots)
     run.push(
-        base.replace(resid_pre=None),
+        _Piece.rows_of(base.replace(resid_pre=None), n_p),
         np.full(n_p, -1, np.int32),
         np.zeros((n_p, cfg.d_model), np.float32),
         np.arange(n_p),
         np.zeros(n_p, np.int8),
         np.arange(n_p),
     )
-    lengths = np.asarray(mask).sum(1)
+    lengths = np.asarray(mask).sum(1)[:n_p]
     chunks = _prefill_chunks(rows, pre_rows, lengths, width, s.window_step)
     for chunk in chunks if loop is None else loop(chunks):
         shape = _BranchShape(slots, rows.patch_site, chunk[2])

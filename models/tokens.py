@@ -38,6 +38,16 @@ class Tokens:
         """[batch] index of each row's last real token."""
         return self.lengths - 1
 
+    def padded(self, width: int) -> Tokens:
+        """The same rows right-padded to `width` slots (>= the current width): prompt sets padded
+        to one width share every compiled shape, and the padding is masked, so what a real token
+        computes does not change."""
+        if width < self.ids.shape[1]:
+            raise ValueError(f"width {width} < the tokens' width {self.ids.shape[1]}")
+        pad = ((0, 0), (0, width - self.ids.shape[1]))
+        ids = np.pad(self.ids, pad, constant_values=self.pad_id)
+        return dataclasses.replace(self, ids=ids, mask=np.pad(self.mask, pad))
+
     def span_mask(self, spans: list[list[tuple[int, int]]]) -> np.ndarray:
         """[batch, pos] bool: tokens overlapping any of each row's character spans [start, end)."""
         out = np.zeros(self.ids.shape, bool)

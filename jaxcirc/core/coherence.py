@@ -86,7 +86,8 @@ def _unique_rows(cont: Continuations) -> tuple[np.ndarray, np.ndarray]:
 
 def continuation_loss(cfg, params, ids, mask, cont: Continuations, rows_per_call: int = 64):
     """([n] mean NLL per token in nats, [n] tokens scored) of each continuation under the
-    unedited model, given its prompt (ids, mask [n_prompts, P], any padding).
+    unedited model, given its prompt (ids, mask [n_prompts, P], any padding; rows are P + new
+    wide).
 
     Each distinct (prompt, continuation) is run once as prompt + continuation, rows_per_call rows
     per call (one compiled shape; memory ~ rows_per_call * new * d_vocab * 4 bytes for the
@@ -100,7 +101,9 @@ def continuation_loss(cfg, params, ids, mask, cont: Continuations, rows_per_call
         return np.zeros(0), np.zeros(0, np.int64)
     first, inverse = _unique_rows(cont)
     prompts = [ids[i][mask[i]] for i in range(len(ids))]
-    width = max(len(p) for p in prompts) + new
+    # The prompts' padded width, not their longest: prompt sets padded to one width share the
+    # compiled shape (the right padding is masked: the loss does not change).
+    width = ids.shape[1] + new
     u_ids = np.zeros((len(first), width), np.int32)
     u_mask = np.zeros((len(first), width), bool)
     qpos = np.zeros((len(first), new), np.int32)

@@ -81,12 +81,14 @@ def word_token_ids(tokenizer, words: dict[str, tuple[str, ...]]) -> WordIds:
 
 def logit_diff(logits_cols, word_ids: WordIds, emotion: str, contrast: str | None = None):
     """Mean logit of `emotion`'s words minus the mean over `contrast`'s words (default: every
-    other emotion's words). logits_cols: [..., len(word_ids.all_ids())] -> [...]."""
+    other emotion's words). logits_cols: [..., len(word_ids.all_ids())] -> [...], numpy for
+    numpy (an eager jnp op would compile once per input shape: once per prompt set)."""
+    xp = np if isinstance(logits_cols, np.ndarray) else jnp
     sl = word_ids.slices()
     pos = logits_cols[..., sl[emotion]].mean(-1)
     if contrast is not None:
         neg = logits_cols[..., sl[contrast]].mean(-1)
     else:
         others = [logits_cols[..., s] for e, s in sl.items() if e != emotion]
-        neg = jnp.concatenate(others, axis=-1).mean(-1)
+        neg = xp.concatenate(others, axis=-1).mean(-1)
     return pos - neg

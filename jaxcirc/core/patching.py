@@ -18,18 +18,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcirc.core import stats
-from jaxcirc.core.steering import Bootstrap, resolve_layers
+from jaxcirc.core.steering import Bootstrap, pad_rows, resolve_layers
 from jaxcirc.infra.progress import progress
 from models.contract import Record
-from models.generate import left_align
 from models.scheduler import PATCH_SITES, EngineSettings, Readout, Rows, RunOut, run_rows
 from models.transformer import forward
 
 
 def _left_to_width(ids, mask, width: int):
-    """Left-align and left-pad [n, P] prompts to `width` columns (numpy)."""
-    ids, mask, _ = left_align(jnp.asarray(ids, jnp.int32), jnp.asarray(mask, bool))
-    ids, mask = np.asarray(ids), np.asarray(mask)
+    """Left-align and left-pad [n, P] prompts to `width` columns, as `models.generate.
+    left_align` does, in numpy (its eager jnp ops would compile for every prompt count)."""
+    ids, mask = np.asarray(ids, np.int32), np.asarray(mask, bool)
+    order = np.argsort(mask, axis=1, kind="stable")  # False (pad) first, token order kept
+    ids, mask = np.take_along_axis(ids, order, 1), np.take_along_axis(mask, order, 1)
     pad = width - ids.shape[1]
     return np.pad(ids, ((0, 0), (pad, 0))), np.pad(mask, ((0, 0), (pad, 0)))
 
@@ -137,21 +138,32 @@ def patching_sweep(
         (np.arange(n_t) + 1) % n_t if grid.control_of is None else np.asarray(grid.control_of)
     )
     record = Record(**{s: True for s in grid.sites}, logits="none")
-    _, s_tr = forward(cfg, params, jnp.asarray(s_ids), jnp.asarray(s_mask), None, record)
-    _, t_tr = forward(cfg, params, jnp.asarray(t_ids), jnp.asarray(t_mask), None, record)
+    s_tr = _traces(cfg, params, (s_ids, s_mask), record, settings.prompt_rows)
+    t_tr = _traces(cfg, params, (t_ids, t_mask), record, settings.prompt_rows)
     masks = (
         patch_positions(t_mask, s_mask[source_of], grid.positions),
         patch_positions(t_mask, t_mask[control_of], grid.positions),
     )
     out, base, n_rows = {}, None, 0
     for site in grid.sites:
-        src, ctl = np.asarray(getattr(s_tr, site)), np.asarray(getattr(t_tr, site))
+        src, ctl = s_tr[site], t_tr[site]
         rows = patch_rows(site, ((src, source_of), (ctl, control_of)), masks, layers, cfg.d_model)
         loop = functools.partial(progress, desc=f"patch {site}", min_interval=5.0)
         base, res = run_rows(cfg, params, t_ids, t_mask, rows, settings, readout, loop=loop)
         out[site] = res.reshape((len(layers), 2, n_t))
         n_rows += len(rows)
     return Patching(out, base, layers, tuple(grid.sites), grid.positions, n_rows + n_t)
+
+
+def _traces(cfg, params, prompts, record: Record, prompt_rows: int) -> dict:
+    """{site: [layer, n, W, d_model] numpy} of the unedited run of prompts = (ids, mask) [n, W],
+    run over `prompt_rows` rows (`pad_rows`), so target and source sets share its shape."""
+    ids, mask = prompts
+    n = len(ids)
+    ids, mask = pad_rows(ids, prompt_rows), pad_rows(mask, prompt_rows)
+    _, tr = forward(cfg, params, jnp.asarray(ids), jnp.asarray(mask), None, record)
+    sites = [s for s in PATCH_SITES if getattr(record, s)]
+    return {s: np.asarray(getattr(tr, s))[:, :n] for s in sites}
 
 
 def patch_effects(delta: np.ndarray, boot: Bootstrap) -> tuple[stats.Estimate, stats.Estimate]:

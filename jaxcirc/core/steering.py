@@ -51,20 +51,31 @@ def first_token_excluded(mask) -> np.ndarray:
     return mask & (np.cumsum(mask, axis=1) > 1)
 
 
-def typical_resid_norms(cfg, params, ids, mask) -> np.ndarray:
+def pad_rows(a, n: int) -> np.ndarray:
+    """[m, ...] -> [max(m, n), ...]: copies of row 0 appended, so that prompt sets of different
+    sizes reach a compiled call with one shape (the copies' results are dropped)."""
+    a = np.asarray(a)
+    return a if len(a) >= n else np.concatenate([a, np.repeat(a[:1], n - len(a), axis=0)])
+
+
+def _resid_pre(cfg, params, ids, mask) -> jax.Array:
+    """[layer, n, P, d_model] block inputs of the unedited run of ids, mask [n, P]."""
+    record = Record(resid_pre=True, logits="none")
+    _, trace = forward(cfg, params, jnp.asarray(ids), jnp.asarray(mask, bool), None, record)
+    return trace.resid_pre
+
+
+def typical_resid_norms(cfg, params, ids, mask, prompt_rows: int = 0) -> np.ndarray:
     """[n_layers] median ||resid_pre[L]|| over real tokens, each row's first token excluded.
+    ids, mask [n, P]; prompt_rows: run the forward over that many rows (`pad_rows`; 0: n), so
+    prompt sets of different sizes share its compiled shape.
 
     This is the unit alphas are measured in (times `alpha_unit`); see the module docstring.
     """
-    _, trace = forward(
-        cfg,
-        params,
-        jnp.asarray(ids),
-        jnp.asarray(mask, bool),
-        None,
-        Record(resid_pre=True, logits="none"),
-    )
-    norms = np.linalg.norm(np.asarray(trace.resid_pre, np.float64), axis=-1)  # [layer, b, pos]
+    n = len(ids)
+    resid_pre = _resid_pre(cfg, params, pad_rows(ids, prompt_rows), pad_rows(mask, prompt_rows))
+    resid_pre = np.asarray(resid_pre, np.float64)[:, :n]  # numpy: a jnp cut compiles per shape
+    norms = np.linalg.norm(resid_pre, axis=-1)  # [layer, n, pos]
     keep = first_token_excluded(mask)
     if not keep.any():
         raise ValueError("norm prompts have no token after the first; use longer prompts")
@@ -250,7 +261,15 @@ def _last_token_readout(cfg, params, resid_pre, prompts, rows, start, reads):
 
 
 def internal_readout(
-    cfg, params, ids, mask, grid: SteeringGrid, readout: Readout, cells=None, rows_per_call=256
+    cfg,
+    params,
+    ids,
+    mask,
+    grid: SteeringGrid,
+    readout: Readout,
+    cells=None,
+    rows_per_call=256,
+    prompt_rows=0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What a steering sweep reads at the last prompt token (its `out.cols[..., 0, :]` and
     `out.proj[..., 0, :]`: the next-token logits of readout.vocab_ids and the final residual's
@@ -260,9 +279,10 @@ def internal_readout(
     here); cells: optional bool [layer, alpha] of the cells to run (default every alpha != 0).
     Rows restart from the unedited run's resid_pre[L] (the blocks below L cannot change) and run
     only the last block's last query (`models.final_at_last`), rows_per_call rows per call (one
-    compiled function for every layer). Returns (cols [dir, layer, alpha, prompt, n_ids], proj [dir, layer,
-    alpha, prompt, k]), NaN in cells not run (alpha = 0 among them: the unedited run's values are
-    the sweep's `base`).
+    compiled function for every layer); prompt_rows: the unedited run's rows (`pad_rows`), so
+    prompt sets of different sizes share its shapes. Returns (cols [dir, layer, alpha, prompt,
+    n_ids], proj [dir, layer, alpha, prompt, k]), NaN in cells not run (alpha = 0 among them:
+    the unedited run's values are the sweep's `base`).
     """
     layers = check_layers(grid.layers, cfg.n_layers)
     alphas = np.asarray(grid.alphas, np.float64)
@@ -275,9 +295,11 @@ def internal_readout(
     if readout.proj_dirs is not None:
         dirs = np.asarray(readout.proj_dirs, np.float64)
         dirs = (dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)).astype(np.float32)
-    ids_j, mask_j = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, bool)
-    _, trace = forward(cfg, params, ids_j, mask_j, None, Record(resid_pre=True, logits="none"))
-    n_dir, n_p = units.shape[0], ids_j.shape[0]
+    n_dir, n_p = units.shape[0], len(ids)
+    ids = pad_rows(np.asarray(ids, np.int32), prompt_rows)
+    mask = pad_rows(np.asarray(mask, bool), prompt_rows)
+    ids_j, mask_j = jnp.asarray(ids), jnp.asarray(mask)
+    resid_pre = _resid_pre(cfg, params, ids_j, mask_j)
     cols = np.full((n_dir, len(layers), len(alphas), n_p, len(vocab)), np.nan, np.float32)
     proj = np.full((n_dir, len(layers), len(alphas), n_p, len(dirs)), np.nan, np.float32)
     for li, layer in enumerate(layers):
@@ -297,7 +319,7 @@ def internal_readout(
             c, pr = _last_token_readout(
                 cfg,
                 params,
-                trace.resid_pre,
+                resid_pre,
                 (ids_j, mask_j),
                 rows,
                 jnp.int32(layer),

@@ -186,14 +186,6 @@ def _top_sets(screen: Screen | None, ei: int, choose_on, top_k: int) -> tuple[di
     return core.top_sets(screen.values[key], idx, top_k), how
 
 
-def _padded(toks, width: int):
-    """`toks` (`models.Tokens`) right-padded to `width`: every prompt set then has one width,
-    so the generation loop compiles once for all of them."""
-    pad = ((0, 0), (0, width - toks.ids.shape[1]))
-    ids = np.pad(toks.ids, pad, constant_values=toks.pad_id)
-    return dataclasses.replace(toks, ids=ids, mask=np.pad(toks.mask, pad))
-
-
 def _conditions(run: _Run, e: str, sets: dict, held, n_toks, z_neutral) -> list[Condition]:
     """The conditions of one emotion: ablation (each kind) on its held-out prompts, patching
     on the neutral prompts with the mean z over its held-out prompts. held: the held-out
@@ -256,7 +248,7 @@ def run_head_generation(
     toks = {e: run.tokenize([p[i] for i in splits[e][1]]) for e, p in emotional_prompts.items()}
     toks["/neutral"] = run.tokenize(_neutral_sample(neutral_prompts, gcfg))
     width = max(t.ids.shape[1] for t in toks.values())
-    toks = {k: _padded(t, width) for k, t in toks.items()}
+    toks = {k: t.padded(width) for k, t in toks.items()}  # one width: one compile for all
     n_toks = toks["/neutral"]
     z_neutral = run.mean_z(run.tokenize(neutral_prompts))  # the reference: every neutral prompt
     rows, samples = [], {}

@@ -287,3 +287,16 @@ def test_not_found_suggests_the_hf_cli_that_ships(tmp_path):
     # The command named is the one huggingface_hub installs.
     scripts = importlib.metadata.entry_points(group="console_scripts", name="hf")
     assert any(ep.value.startswith("huggingface_hub.") for ep in scripts)
+
+
+def test_padded_tokens_keep_every_real_token():
+    ids = np.array([[5, 6, 7], [8, 9, 9]], np.int32)
+    mask = np.array([[1, 1, 1], [1, 0, 0]], bool)
+    toks = models.Tokens(ids, mask, (((0, 1),) * 3, ((0, 1),)), ("a", "b"), False, pad_id=9)
+    wide = toks.padded(8)
+    assert wide.ids.shape == wide.mask.shape == (2, 8)
+    np.testing.assert_array_equal(wide.ids[:, :3], ids)
+    assert (wide.ids[:, 3:] == 9).all() and not wide.mask[:, 3:].any()
+    np.testing.assert_array_equal(wide.last, toks.last)
+    with pytest.raises(ValueError, match="width 2 <"):
+        toks.padded(2)

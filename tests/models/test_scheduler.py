@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import models
-from models import EngineSettings, Readout, Rows, batch_sizes, run_rows
+from models import EngineSettings, Load, Readout, Rows, batch_sizes, run_rows, shared_batches
 from models.contract import Edits
 from models.generate import Sampling, generate
 
@@ -127,6 +127,44 @@ def test_batch_sizes_even_out_the_calls():
     assert batch_sizes(5, rows, exact) == (16, 16)
 
 
+def test_shared_batches_fix_every_run_to_the_largest():
+    s = EngineSettings(batch_rows=16, prefill_rows=8)
+    small, large = Load(3, 6, 2), Load(5, 40, 20)
+    shared = shared_batches(s, [small, large])
+    # The large run alone: 45 rows in 3 calls of 15, 20 rows per layer in 3 of 7; the small run
+    # alone would take 9 and 2. Shared, both take the large run's, and 5 prompt rows.
+    assert (shared.batch_rows, shared.prefill_rows, shared.prompt_rows) == (15, 7, 5)
+    rows = Rows(np.zeros(6, np.int32), np.zeros(6, np.int64), np.zeros((6, 4)))
+    assert batch_sizes(3, rows, shared) == (15, 7)
+    assert batch_sizes(3, rows, s) == (9, 6)
+
+
+def test_a_wider_bucket_changes_no_row():
+    """Prompts right-padded to more slots, more prompt rows and larger fixed calls (the shared
+    shapes of a phase) give the same tokens and readouts as the prompts' own shapes."""
+    m = _model()
+    cfg = m.config
+    ids, mask = _prompts(cfg.d_vocab)
+    rng = np.random.default_rng(2)
+    rows = Rows(
+        start_layer=np.array([2, 0, 2, 1, 0, 2, 1], np.int32),
+        prompt_idx=np.array([0, 1, 3, 2, 0, 1, 3]),
+        add_vec=(4 * rng.standard_normal((7, cfg.d_model))).astype(np.float32),
+    )
+    readout = Readout(np.arange(0, cfg.d_vocab, 11), rng.standard_normal((2, cfg.d_model)))
+    own = EngineSettings(N_NEW, Sampling(1.3, top_k=6, min_new_tokens=2), seed=4, eos_id=EOS)
+    wide = shared_batches(own, [Load(len(ids), len(rows), 3), Load(9, 50, 20)])
+    assert wide.prompt_rows == 9 and wide.batch_rows > len(ids) + len(rows)
+    pad = ((0, 0), (0, 16 - ids.shape[1]))  # right padding: left_align moves it to the front
+    want = run_rows(cfg, m.params, ids, mask, rows, own, readout)
+    got = run_rows(cfg, m.params, np.pad(ids, pad), np.pad(mask, pad), rows, wide, readout)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g.tokens, w.tokens)
+        np.testing.assert_array_equal(g.eos_at, w.eos_at)
+        np.testing.assert_allclose(g.cols, w.cols, atol=1e-4)
+        np.testing.assert_allclose(g.proj, w.proj, atol=1e-4)
+
+
 def test_bad_inputs():
     m = _model()
     ids, mask = _prompts(m.config.d_vocab)
@@ -134,5 +172,9 @@ def test_bad_inputs():
     rows = Rows(np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros((1, m.config.d_model)))
     with pytest.raises(ValueError, match="no tokens"):
         run_rows(m.config, m.params, ids, mask, rows)
+    with pytest.raises(ValueError, match="loads is empty"):
+        shared_batches(EngineSettings(), [])
     with pytest.raises(ValueError, match="window_step"):
         EngineSettings(window_step=0)
+    with pytest.raises(ValueError, match="prompt_rows=2"):
+        run_rows(m.config, m.params, ids, ~mask, rows, EngineSettings(prompt_rows=2))

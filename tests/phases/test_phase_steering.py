@@ -17,6 +17,7 @@ import models
 from configs import sections
 from jaxcirc.core import coherence
 from jaxcirc.core.steering import Effects
+from jaxcirc.infra.compile_cache import CompileCounter
 from jaxcirc.phases import steering
 from jaxcirc.phases import steering_verdicts as sv
 from jaxcirc.report import steering as report_steering
@@ -386,6 +387,50 @@ def test_run_steers_realworld_in_neutral_units_with_control_vectors(tmp_path):
         json.loads((tmp_path / "realworld" / "summary.json").read_text())["prompt_set"]
         == "realworld"
     )
+
+
+def test_one_bucket_compiles_once_and_changes_nothing(tmp_path):
+    """Two prompt sets of different lengths and sizes in one bucket (`bucket_for`): steering
+    the second compiles nothing the first did not; in its own shapes (as each set was run
+    before buckets) it compiles anew. Padded to the wider bucket, a set's generations are the
+    same tokens and its measures the same numbers."""
+    m, u = _planted_model()
+    cfg = _fast(
+        sections.steering(),
+        alphas=(-2.0, 0.0, 2.0),
+        layers=(1,),
+        n_random_seeds=2,
+        n_random_internal=4,
+        max_new_tokens=4,
+        # Re-run windows over the whole bucket, as configs/demo.py has them: with smaller steps
+        # each window size a set's prompt lengths reach compiles once (by design, a handful).
+        window_step=16,
+    )
+    vectors = {"gratitude": np.tile(u, (m.config.n_layers, 1))}
+    short = PROMPTS  # 3-6 words
+    long = ["we will see the report today and then the train", "the bus left at noon so"]
+    bucket = steering.bucket_for(m, cfg, [short, long], steering._n_directions(1, cfg, None))
+    assert bucket.width == 16 and bucket.settings.prompt_rows == len(short)
+
+    def steer(prompts, name, shared):
+        extras = steering.Extras(bucket=bucket if shared else None)
+        steering.run_steering(m, prompts, vectors, cfg, tmp_path / name, extras)
+        return np.load(tmp_path / name / "sweep.npz")
+
+    own = steer(short, "own", shared=False)
+    wide = steer(short, "wide", shared=True)
+    with CompileCounter() as cc:
+        steer(long, "long", shared=True)
+    assert cc.compiles == 0, str(cc)
+    with CompileCounter() as cc:
+        steer(long, "long_own", shared=False)
+    assert cc.compiles > 0
+    np.testing.assert_array_equal(wide["tokens"], own["tokens"])
+    np.testing.assert_array_equal(wide["base_tokens"], own["base_tokens"])
+    measured = [k for k in own.files if k.startswith(("m_", "base_")) or k == "loss"]
+    assert "m_logit_diff_gratitude" in measured and "loss" in measured
+    for k in measured:
+        np.testing.assert_allclose(wide[k], own[k], atol=1e-4, err_msg=k)
 
 
 # ---------------------------------------------------------------------------------------------
