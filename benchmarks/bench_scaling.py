@@ -156,6 +156,7 @@ def run_jaxcirc(folder: _Path) -> dict:
 
     out["extract_first_s"] = _first(extract)
     out["extract_s"] = _best(extract, FLAGS.repeats)
+    out["rss_after_extract_mib"] = _peak_rss_mib()
 
     norms = steering.typical_resid_norms(cfg, params, x["s_ids"], x["s_mask"])
     scales = (0.125 * norms).astype(np.float32)
@@ -170,6 +171,7 @@ def run_jaxcirc(folder: _Path) -> dict:
     out["steer_first_s"] = _first(steer)
     out["steer_s"] = _best(steer, FLAGS.repeats)
     tokens = np.asarray(steer().out.tokens)  # [dir, layer, alpha, batch, new]
+    out["rss_after_steer_mib"] = _peak_rss_mib()
 
     h_ids = jnp.asarray(x["h_ids"])
     h_mask = jnp.ones(h_ids.shape, bool)
