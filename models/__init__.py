@@ -29,6 +29,7 @@ from models.scheduler import (
     batch_sizes,
     run_rows,
 )
+from models.sharding import to_host
 from models.spm_tokenizer import SentencePieceTokenizer
 from models.tokens import Tokens, tokenize
 from models.transformer import (
@@ -78,6 +79,7 @@ __all__ = [
     "run_rows",
     "take_last",
     "tiny_hf_config",
+    "to_host",
     "tokenize",
     "unembed",
     "validate_tokens",
