@@ -883,7 +883,7 @@ def _writer_lock(run: artifacts.RunDir):
             yield None
         return
     distributed.barrier("run lock held")
-    scratch = distributed.scratch_dir()
+    scratch = distributed.scratch_dir(run.root)
     try:
         yield scratch
     finally:

@@ -131,8 +131,14 @@ class FollowerStage(artifacts.Stage):
         return self.shared.outputs()
 
 
-def scratch_dir() -> Path:
-    """A private directory for a follower's discarded stage files."""
+def scratch_dir(run_root: Path) -> Path:
+    """This process's private directory for its discarded stage files: one per run directory
+    and process, emptied first, so a follower killed mid-stage (its cleanup never ran) leaves
+    at most one such directory, which the rerun reuses."""
     import jax
 
-    return Path(tempfile.mkdtemp(prefix=f"jaxcirc-p{jax.process_index()}-"))
+    name = f"jaxcirc-{artifacts.config_hash(str(run_root))[:12]}-p{jax.process_index()}"
+    path = Path(tempfile.gettempdir()) / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    return path

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def test_two_processes_equal_one_process(killed_then_rerun):
 def test_killed_process_leaves_nothing_corrupt_and_rerun_resumes(killed_then_rerun):
     """The kill ended both processes with an error; the stages finished before it were not
     recomputed (their stamps are byte-for-byte the same); every stage is now done with its
-    outputs intact (sizes and sha256s)."""
+    outputs intact (sizes and sha256s); process 1's scratch
+    directory is gone."""
     _, two, before, codes = killed_then_rerun
     assert codes[0] == -signal.SIGKILL and codes[1] != 0, codes
     for stage, stamp in before.items():
@@ -130,3 +132,6 @@ def test_killed_process_leaves_nothing_corrupt_and_rerun_resumes(killed_then_rer
         stamp = _stamp(two, stage)
         s.key_hash = stamp["key_hash"]  # done checks every output's size and sha256
         assert s.done and stamp["outputs"], stage
+    # Process 1's scratch (left by the abort) was emptied and removed by the rerun.
+    name = f"jaxcirc-{artifacts.config_hash(str(two))[:12]}-p1"
+    assert not (Path(tempfile.gettempdir()) / name).exists()
