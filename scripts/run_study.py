@@ -63,6 +63,12 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's number, 0 .. num_processes-1 (default $JAX_PROCESS_ID)."
 )
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s",
+    None,
+    "Across processes: seconds before the others give up on a process that died and end too "
+    "(default jax's, 100).",
+)
 _OPEN = flags.DEFINE_bool("open", False, "Open report.html in the default browser at the end.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run",
@@ -90,7 +96,9 @@ def main(argv):
 
     # Before anything touches a device: jax fixes its devices on first use.
     cli.run_or_exit(
-        lambda: distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        lambda: distributed.initialize(
+            _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _HEARTBEAT.value
+        )
     )
     from jaxcirc import study
     from jaxcirc.infra import planner

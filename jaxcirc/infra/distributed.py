@@ -35,11 +35,15 @@ def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    heartbeat_timeout_s: int | None = None,
 ) -> bool:
     """jax.distributed.initialize from the arguments, else from JAX_COORDINATOR_ADDRESS /
     JAX_NUM_PROCESSES / JAX_PROCESS_ID; a no-op (False) when neither names a coordinator, so a
     one-process run never starts the distributed runtime. CPU collectives: gloo (jax's TCP
-    collectives, built into jaxlib). Raises ValueError (one line) on an incomplete setting."""
+    collectives, built into jaxlib). heartbeat_timeout_s: how long the others wait on a process
+    that died before they end too (None: jax's default, 100 s; the death of process 0, which
+    hosts the coordination service, ends the others at once). Raises ValueError (one line) on
+    an incomplete setting."""
     address = coordinator_address or os.environ.get(ENV[0])
     if not address:
         if num_processes not in (None, 1) or process_id not in (None, 0):
@@ -60,7 +64,8 @@ def initialize(
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(address, num_processes=n, process_id=pid)
+    more = {} if heartbeat_timeout_s is None else {"heartbeat_timeout_seconds": heartbeat_timeout_s}
+    jax.distributed.initialize(address, num_processes=n, process_id=pid, **more)
     return True
 
 

@@ -2,10 +2,10 @@
 process with 2 forced host devices: one 2x2 data x model mesh over both) gives the one-device
 study's artifacts; process 0 killed mid-phase leaves nothing corrupt, and the rerun resumes.
 
-One two-process run directory serves both claims, to keep the time down (2 cores): the first
-run is killed (SIGKILL to process 0, the writer) while the heads phase runs; the rerun of both
-processes skips the finished stages and computes the rest; then every artifact is compared with
-the one-device run (tests/e2e/runs.py: rtol 1e-3 + atol 1e-6, texts identical). Phases:
+One two-process run directory serves both claims, to keep the time down (2 cores): a first run
+loses process 1 (SIGKILL) while extract runs, a second loses process 0, the writer, while heads
+runs; a third run of both processes skips the finished stages and computes the rest; then every
+artifact is compared with the one-device run (tests/e2e/runs.py: rtol 1e-3 + atol 1e-6, texts identical). Phases:
 dataset, extract, vectors, heads (steering is left out for time; the 2x4 mesh test covers it in
 one process). Process 0 is started with the flags (--coordinator_address ...), process 1 with
 JAX's own environment variables (JAX_COORDINATOR_ADDRESS ...): both routes are exercised.
@@ -51,6 +51,7 @@ def _start(workdir: Path, cache: Path) -> list[subprocess.Popen]:
         "--config.mesh.data=2",
         "--config.mesh.model=2",
         f"--phases={','.join(PHASES)}",
+        "--heartbeat_timeout_s=10",  # a dead follower ends the writer in ~10 s, not 100
     ]
     flags = [f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=0"]
     env1 = {
@@ -82,29 +83,38 @@ def _stamp(workdir: Path, stage: str) -> dict:
     return artifacts.read_json(workdir.joinpath(*stage.split("/"), artifacts.STAMP))
 
 
-@pytest.fixture(scope="module")
-def killed_then_rerun(one_device_run, tmp_path_factory):
-    """(one-device run, two-process run, the stamps the killed run left, each process's exit
-    code in the killed run)."""
-    one, cache, _ = one_device_run
-    two = tmp_path_factory.mktemp("two_processes") / "run"
-    procs = _start(two, cache)
+def _kill_after(workdir: Path, cache: Path, stage: str, victim: int) -> list[int]:
+    """Start both processes, SIGKILL process `victim` 2 s after `stage`'s stamp appears (in
+    the next stage's work), and return both exit codes: the survivor must end on its own."""
+    procs = _start(workdir, cache)
     try:
-        # The vectors stamp is written just before the heads phase starts: kill during heads.
-        _wait_for(two / "vectors" / "gpt2-standin" / artifacts.STAMP, procs, timeout=300)
-        time.sleep(3)
-        procs[0].send_signal(signal.SIGKILL)
-        # Process 1 loses its coordinator (process 0 hosts it) and must end on its own.
-        codes = [p.wait(timeout=180) for p in procs]
+        _wait_for(workdir.joinpath(*stage.split("/"), artifacts.STAMP), procs, timeout=300)
+        time.sleep(2)
+        procs[victim].send_signal(signal.SIGKILL)
+        return [p.wait(timeout=120) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    before = {s: _stamp(two, s) for s in STAGES[:3]}
+
+
+@pytest.fixture(scope="module")
+def killed_then_rerun(one_device_run, tmp_path_factory):
+    """One run directory, three runs of both processes: process 1 (a follower) killed while
+    extract runs, process 0 (the writer) killed while heads runs, then a run to the end.
+    Returns (one-device run, two-process run, {stage: its stamp after the kill that followed
+    it}, each kill's exit codes)."""
+    one, cache, _ = one_device_run
+    two = tmp_path_factory.mktemp("two_processes") / "run"
+    codes = [_kill_after(two, cache, "dataset", victim=1)]
+    assert not (two / "extract" / "gpt2-standin" / artifacts.STAMP).exists(), "killed too late"
+    before = {"dataset": _stamp(two, "dataset")}
+    codes.append(_kill_after(two, cache, "vectors/gpt2-standin", victim=0))
     assert not (two / "heads" / "gpt2-standin" / artifacts.STAMP).exists(), "killed too late"
+    before |= {s: _stamp(two, s) for s in STAGES[1:3]}
     procs = _start(two, cache)
-    codes_rerun = [p.wait(timeout=600) for p in procs]
-    assert codes_rerun == [0, 0], _log(two, 0) + _log(two, 1)
+    rerun = [p.wait(timeout=600) for p in procs]
+    assert rerun == [0, 0], _log(two, 0) + _log(two, 1)
     return one, two, before, codes
 
 
@@ -119,12 +129,14 @@ def test_two_processes_equal_one_process(killed_then_rerun):
 
 
 def test_killed_process_leaves_nothing_corrupt_and_rerun_resumes(killed_then_rerun):
-    """The kill ended both processes with an error; the stages finished before it were not
+    """Each kill ended the other process too, with an error (a dead follower: after the
+    heartbeat timeout; a dead writer: at once); the stages finished before a kill were not
     recomputed (their stamps are byte-for-byte the same); every stage is now done with its
-    outputs intact (sizes and sha256s); process 1's scratch
-    directory is gone."""
+    outputs intact (sizes and sha256s); process 1's scratch directory is gone."""
     _, two, before, codes = killed_then_rerun
-    assert codes[0] == -signal.SIGKILL and codes[1] != 0, codes
+    (follower_killed, survivor), (writer_killed, survivor2) = codes[0][::-1], codes[1]
+    assert follower_killed == writer_killed == -signal.SIGKILL, codes
+    assert survivor != 0 and survivor2 != 0, codes
     for stage, stamp in before.items():
         assert _stamp(two, stage) == stamp, f"{stage} was recomputed"
     for stage in STAGES:
