@@ -29,7 +29,7 @@ from models.scheduler import (
     batch_sizes,
     run_rows,
 )
-from models.sharding import to_host
+from models.sharding import feed_batch, to_host
 from models.spm_tokenizer import SentencePieceTokenizer
 from models.tokens import Tokens, tokenize
 from models.transformer import (
@@ -68,6 +68,7 @@ __all__ = [
     "embed",
     "final_at_last",
     "finish_block",
+    "feed_batch",
     "forward",
     "generate",
     "init_params",

@@ -129,6 +129,21 @@ def replicate_outputs(tree):
     )
 
 
+def feed_batch(x):
+    """`x` [batch, ...] (numpy, the same on every process) as one global array split over the
+    mesh's 'data' axis, each process supplying only the rows of its own devices
+    (jax.make_array_from_callback), when there are several processes, a mesh in context
+    (`jax.set_mesh`) and a batch that 'data' divides; else `x` itself (then every process hands
+    the whole batch to the compiled call, which splits it)."""
+    mesh = jax.sharding.get_mesh()
+    if jax.process_count() == 1 or mesh.empty or "data" not in mesh.axis_names:
+        return x
+    if x.ndim == 0 or x.shape[0] % mesh.shape["data"]:
+        return x
+    spec = NamedSharding(mesh, P("data", *([None] * (x.ndim - 1))))
+    return jax.make_array_from_callback(x.shape, spec, lambda index: x[index])
+
+
 def to_host(tree):
     """Every leaf of `tree` as numpy. A jax array split over other processes' devices is
     gathered first (multihost_utils.process_allgather, a collective every process enters);

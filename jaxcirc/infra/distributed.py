@@ -9,9 +9,12 @@ its own devices, which together form the config's (data x model) mesh.
 Contract (what keeps processes in lockstep, since every collective must be entered by all of
 them in the same order): each process reads the same config and the same run directory (a
 filesystem shared by all processes), decides "skip or compute" from process 0's answer, runs
-the phases one at a time (no worker threads), and feeds the same full batches; each compiled
-call's outputs are replicated inside the program (models.sharding.replicate_outputs), so every
-process turns them into the same numpy values. Only process 0 writes artifacts and holds the run
+the phases one at a time (no worker threads). Inputs: the extraction feeds each process's rows
+only (models.feed_batch: a global array built from each process's devices' rows); the other
+phases hand every process's compiled calls the same full batches, which the program splits
+over 'data'. Outputs: the forward's are replicated inside the program
+(models.sharding.replicate_outputs), the scheduler's and the head screen's gathered
+(models.to_host), so every process turns them into the same numpy values. Only process 0 writes artifacts and holds the run
 lock; the others write a stage's files into a private scratch directory that is discarded at the
 stage's end (`FollowerStage`), then read the finished stage from the run directory.
 """
