@@ -81,8 +81,8 @@ def _env_int(name: str) -> int | None:
 
 
 def process_count() -> int:
-    """Processes in the run (1 without the distributed runtime). Reads jax only once it is
-    imported, so asking does not start a backend."""
+    """Processes in the run (1 without the distributed runtime). Starts jax's backend: ask only
+    after `initialize`."""
     import jax
 
     return jax.process_count()

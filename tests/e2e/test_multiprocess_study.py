@@ -1,14 +1,15 @@
 """The study across two processes (jax.distributed on localhost, gloo CPU collectives, each
 process with 2 forced host devices: one 2x2 data x model mesh over both) gives the one-device
-study's artifacts; process 0 killed mid-phase leaves nothing corrupt, and the rerun resumes.
+study's artifacts; either process killed mid-phase leaves nothing corrupt, and the rerun resumes.
 
 One two-process run directory serves both claims, to keep the time down (2 cores): a first run
 loses process 1 (SIGKILL) while extract runs, a second loses process 0, the writer, while heads
 runs; a third run of both processes skips the finished stages and computes the rest; then every
-artifact is compared with the one-device run (tests/e2e/runs.py: rtol 1e-3 + atol 1e-6, texts identical). Phases:
-dataset, extract, vectors, heads (steering is left out for time; the 2x4 mesh test covers it in
-one process). Process 0 is started with the flags (--coordinator_address ...), process 1 with
-JAX's own environment variables (JAX_COORDINATOR_ADDRESS ...): both routes are exercised.
+artifact is compared with the one-device run (tests/e2e/runs.py: rtol 1e-3 + atol 1e-6, texts
+identical). Phases: dataset, extract, vectors, heads (steering is left out for time; the 2x4
+mesh test covers it in one process; a two-process run of it matched by hand). Process 0 is
+started with the flags (--coordinator_address ...), process 1 with JAX's own environment
+variables (JAX_COORDINATOR_ADDRESS ...): both routes are exercised.
 """
 
 from __future__ import annotations
