@@ -62,6 +62,8 @@ def initialize(
             "a coordinator address needs --num_processes and --process_id "
             "(or JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
         )
+    if heartbeat_timeout_s is not None and heartbeat_timeout_s < 1:
+        raise ValueError(f"--heartbeat_timeout_s={heartbeat_timeout_s}; use 1 or more seconds")
     if not 0 <= pid < n:
         raise ValueError(f"--process_id={pid} is not in 0..{n - 1}; number processes from 0")
     import jax

@@ -84,13 +84,13 @@ def _stamp(workdir: Path, stage: str) -> dict:
     return artifacts.read_json(workdir.joinpath(*stage.split("/"), artifacts.STAMP))
 
 
-def _kill_after(workdir: Path, cache: Path, stage: str, victim: int) -> list[int]:
-    """Start both processes, SIGKILL process `victim` 2 s after `stage`'s stamp appears (in
-    the next stage's work), and return both exit codes: the survivor must end on its own."""
+def _kill_after(workdir: Path, cache: Path, stage: str, victim: int, wait: float) -> list[int]:
+    """Start both processes, SIGKILL process `victim` `wait` s after `stage`'s stamp appears
+    (in the next stage's work), and return both exit codes: the survivor must end on its own."""
     procs = _start(workdir, cache)
     try:
         _wait_for(workdir.joinpath(*stage.split("/"), artifacts.STAMP), procs, timeout=300)
-        time.sleep(2)
+        time.sleep(wait)
         procs[victim].send_signal(signal.SIGKILL)
         return [p.wait(timeout=120) for p in procs]
     finally:
@@ -107,10 +107,10 @@ def killed_then_rerun(one_device_run, tmp_path_factory):
     it}, each kill's exit codes)."""
     one, cache, _ = one_device_run
     two = tmp_path_factory.mktemp("two_processes") / "run"
-    codes = [_kill_after(two, cache, "dataset", victim=1)]
+    codes = [_kill_after(two, cache, "dataset", victim=1, wait=1)]
     assert not (two / "extract" / "gpt2-standin" / artifacts.STAMP).exists(), "killed too late"
     before = {"dataset": _stamp(two, "dataset")}
-    codes.append(_kill_after(two, cache, "vectors/gpt2-standin", victim=0))
+    codes.append(_kill_after(two, cache, "vectors/gpt2-standin", victim=0, wait=2))
     assert not (two / "heads" / "gpt2-standin" / artifacts.STAMP).exists(), "killed too late"
     before |= {s: _stamp(two, s) for s in STAGES[1:3]}
     procs = _start(two, cache)

@@ -36,6 +36,7 @@ def test_without_a_coordinator_the_run_is_one_process():
         (("localhost:1", None, None), {}, "--num_processes and --process_id"),
         (("localhost:1", 2, 2), {}, "--process_id=2 is not in 0..1"),
         ((None, None, None), {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two"}, "two"),
+        (("localhost:1", 2, 0, 0), {}, "--heartbeat_timeout_s=0; use 1 or more"),
     ],
 )
 def test_incomplete_settings_are_refused_before_jax_starts(monkeypatch, args, env, needle):
