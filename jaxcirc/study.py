@@ -16,10 +16,12 @@ loads nothing.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ from jaxcirc import config_check
 from jaxcirc.data import dataset
 from jaxcirc.data.activations import Activations
 from jaxcirc.data.emotions import EMOTIONAL, NEUTRAL
-from jaxcirc.infra import artifacts, compile_cache, progress, runlock
+from jaxcirc.infra import artifacts, compile_cache, distributed, progress, runlock
 from jaxcirc.phases import alignment as alignment_phase
 from jaxcirc.phases import checkpoints as checkpoints_phase
 from jaxcirc.phases import cross_language as cross_language_phase
@@ -293,10 +295,13 @@ def english_models_section(cfg) -> ml_collections.ConfigDict:
 @dataclasses.dataclass
 class Study:
     """One run: the config, the run directory, the models (loaded on first use) and the stages
-    finished so far (reported when a run is interrupted)."""
+    finished so far (reported when a run is interrupted). Across processes (infra.distributed)
+    a process other than 0 has a `scratch` directory: its stages are `FollowerStage`s, which
+    write there and read process 0's run directory."""
 
     cfg: ml_collections.ConfigDict
     run: artifacts.RunDir
+    scratch: Path | None = None
     finished: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
     _models: dict | None = None
@@ -307,7 +312,10 @@ class Study:
         with self._lock:
             if self._models is None:
                 self._models, notes = load_models(self.cfg)
-                artifacts.write_json(self.run.path("models.json"), _model_info(self._models, notes))
+                if self.scratch is None:
+                    artifacts.write_json(
+                        self.run.path("models.json"), _model_info(self._models, notes)
+                    )
         return self._models
 
     def identity(self, label: str) -> dict:
@@ -325,12 +333,19 @@ class Study:
             "cfg": section.to_dict(),
             **upstream,
         }
+        if self.scratch is not None:
+            return distributed.FollowerStage(self.run.root, name, key, self.scratch)
         return self.run.stage(name, key)
+
+    def is_done(self, stage: artifacts.Stage) -> bool:
+        """Whether `stage` is done, as process 0 sees it (every process skips or computes it
+        together: a compute enters collectives that all processes must enter)."""
+        return distributed.agree(stage.done)
 
     def compute(self, stage: artifacts.Stage, what: str, fn) -> str:
         """Run `fn()` (which writes the stage's files) unless the stage is done; finish the stage
         with every file it wrote; log its time, compile time and compile count."""
-        if stage.done:
+        if self.is_done(stage):
             self.skipped.append(stage.name)
             return stage.output_hash()
         log(what)
@@ -347,6 +362,7 @@ class Study:
             "compile_cache_hits": cc.cache_hits,
         }
         stage.finish(_listing(stage), meta={"timing": timing})
+        distributed.barrier(f"stage {stage.name}")  # process 0's stamp is written
         self.finished.append(stage.name)
         log(f"{stage.name}: {seconds:.1f} s ({cc})")
         return stage.output_hash()
@@ -397,7 +413,7 @@ def _texts(records, emotion: str | None = None) -> list[str]:
 def _dataset(st: Study) -> str:
     section = phase_sections(st.cfg, "dataset")
     stage = st.stage("dataset", "dataset", section)
-    if stage.done:
+    if st.is_done(stage):
         st.skipped.append("dataset")
         return stage.output_hash()
     inputs = dataset_phase.load_inputs(section)
@@ -668,12 +684,15 @@ def _report(st: Study, upstream: dict) -> Path:
 
     section = phase_sections(st.cfg, "report")
     stage = st.stage("report", "report", section, upstream=upstream)
-    if stage.done:
+    if st.is_done(stage):
         st.skipped.append("report")
+    elif st.scratch is not None:  # the report only reads files: process 0 writes it alone
+        distributed.barrier("stage report")
     else:
         path = report.write_report(st.run.root, st.cfg, model_labels(st.cfg))
         html.write_html(st.run.root, st.cfg, model_labels(st.cfg))
         stage.finish({"report": "report.md"} if path.parent == stage.dir else _listing(stage))
+        distributed.barrier("stage report")
         st.finished.append("report")
     return st.run.root / "report.md"
 
@@ -774,7 +793,9 @@ def _run(st: Study, wanted: set) -> Path | None:
     acts = _extract(st, ds) if _extracts(cfg, wanted) else {}
     needs_controls = wanted & {"alignment", "cross_model", "report"} and len(acts) > 1
     controls = _extract_controls(st, ds) if needs_controls and "alignment" in cfg.phases else {}
-    workers = int(cfg.get("workers", 1))
+    # One process: `cfg.workers` threads. Across processes, one task at a time: every process
+    # must enter the same collectives in the same order, which threads would not keep.
+    workers = int(cfg.get("workers", 1)) if distributed.process_count() == 1 else 1
     # Each model's vectors and the alignment read only the activations: independent tasks.
     tasks = {}
     if wanted & {"vectors", "steering", "heads", "cross_model", "report"}:
@@ -831,9 +852,10 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
     t0 = time.time()
     # Absolute, so that every path a phase records is made relative to its file (write_json).
     run = artifacts.RunDir(Path(workdir).absolute())
-    with runlock.hold(run.root):
-        artifacts.write_json(run.path("config.json"), cfg.to_dict())
-        st = Study(cfg, run)
+    with _writer_lock(run) as scratch:
+        st = Study(cfg, run, scratch=scratch)
+        if scratch is None:
+            artifacts.write_json(run.path("config.json"), cfg.to_dict())
         progress.STOP.clear()
         try:
             _check_models(st)
@@ -847,6 +869,25 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
         )
     log(f"done in {time.time() - t0:.0f} s; run directory {run.root}")
     return report_path or run.root
+
+
+@contextlib.contextmanager
+def _writer_lock(run: artifacts.RunDir):
+    """Process 0 (the only process, usually) holds the run lock and yields None; any other
+    process of a distributed run yields a private scratch directory for its discarded stage
+    files (removed at the end). All processes meet once the lock is held, so none reads the run
+    directory before process 0 owns it."""
+    if distributed.is_writer():
+        with runlock.hold(run.root):
+            distributed.barrier("run lock held")
+            yield None
+        return
+    distributed.barrier("run lock held")
+    scratch = distributed.scratch_dir(run.root)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run_phase(name: str, cfg, workdir: str) -> Path:

@@ -31,6 +31,7 @@ from models.scheduler import (
     run_rows,
     shared_batches,
 )
+from models.sharding import feed_batch, to_host
 from models.spm_tokenizer import SentencePieceTokenizer
 from models.tokens import Tokens, tokenize
 from models.transformer import (
@@ -70,6 +71,7 @@ __all__ = [
     "embed",
     "final_at_last",
     "finish_block",
+    "feed_batch",
     "forward",
     "generate",
     "init_params",
@@ -82,6 +84,7 @@ __all__ = [
     "shared_batches",
     "take_last",
     "tiny_hf_config",
+    "to_host",
     "tokenize",
     "unembed",
     "validate_tokens",

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from models import sharding
 from models.contract import Edits
 from models.generate import (
     Prefilled,
@@ -390,7 +391,7 @@ class _Piece:
     @staticmethod
     def rows_of(state, r: int):
         """The first r rows of a device Prefilled, as numpy views (no copy)."""
-        return jax.tree_util.tree_map(lambda a: np.asarray(a)[:r], state)
+        return jax.tree_util.tree_map(lambda a: a[:r], sharding.to_host(state))
 
 
 class _Clock:
@@ -470,7 +471,7 @@ class _Scheduler:
         )
 
     def push(self, state, add_layer, add_vec, rid, which, where):
-        state = jax.tree_util.tree_map(np.asarray, state)
+        state = sharding.to_host(state)
         self.pending.append(_Piece(state, add_layer, add_vec, rid, which, where))
         self.flush(final=False)
 
@@ -523,7 +524,7 @@ class _Scheduler:
     def _store(self, take: list[_Piece], gen, b: int):
         """Write the first b decoded rows (the rest are padding) where they belong."""
         g = {
-            n: None if getattr(gen, n) is None else np.asarray(getattr(gen, n))[:b]
+            n: None if getattr(gen, n) is None else sharding.to_host(getattr(gen, n))[:b]
             for n in _OUT_FIELDS
         }
         which = np.concatenate([t.which for t in take])

@@ -116,6 +116,50 @@ def constrain_batch(x):
     return jax.lax.with_sharding_constraint(x, P("data", *([None] * (x.ndim - 1))))
 
 
+def replicate_outputs(tree):
+    """Across processes (multi-controller jax), each leaf of `tree` replicated over the mesh in
+    context, so that every process holds the whole value and can read it into numpy (an array
+    split over another process's devices cannot be read); the gather is a collective inside the
+    compiled call. With one process, or no mesh, `tree` itself: the program is unchanged."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if jax.process_count() == 1 or mesh.empty:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda x: jax.lax.with_sharding_constraint(x, P(*([None] * x.ndim))), tree
+    )
+
+
+def feed_batch(x):
+    """`x` [batch, ...] (numpy, the same on every process) as one global array split over the
+    mesh's 'data' axis, each process supplying only the rows of its own devices
+    (jax.make_array_from_callback), when there are several processes, a mesh in context
+    (`jax.set_mesh`) and a batch that 'data' divides; else `x` itself (then every process hands
+    the whole batch to the compiled call, which splits it)."""
+    mesh = jax.sharding.get_mesh()
+    if jax.process_count() == 1 or mesh.empty or "data" not in mesh.axis_names:
+        return x
+    if x.ndim == 0 or x.shape[0] % mesh.shape["data"]:
+        return x
+    spec = NamedSharding(mesh, P("data", *([None] * (x.ndim - 1))))
+    return jax.make_array_from_callback(x.shape, spec, lambda index: x[index])
+
+
+def to_host(tree):
+    """Every leaf of `tree` as numpy. A jax array split over other processes' devices is
+    gathered first (multihost_utils.process_allgather, a collective every process enters);
+    with one process this is `np.asarray` on each leaf."""
+    import numpy as np
+
+    def one(a):
+        if isinstance(a, jax.Array) and not (a.is_fully_addressable or a.is_fully_replicated):
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
 def batch_sharding(mesh) -> NamedSharding:
     """[batch, pos] inputs split over 'data'."""
     return NamedSharding(mesh, P("data", None))

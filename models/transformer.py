@@ -32,7 +32,7 @@ import numpy as np
 
 from models.config import DTYPES, ModelConfig, dtype_name
 from models.contract import LAYER_EDIT_FIELDS, Edits, Record, Trace
-from models.sharding import constrain_batch
+from models.sharding import constrain_batch, replicate_outputs
 from models.validate import check_shapes, check_tokens
 
 Params = dict[str, Any]
@@ -614,4 +614,4 @@ def forward(
         logits = unembed(cfg, params, take_last(x, ctx.last), vocab_ids)
     elif record.logits == "all":
         logits = unembed(cfg, params, x, vocab_ids)
-    return logits, Trace(**rec)
+    return replicate_outputs((logits, Trace(**rec)))

@@ -14,6 +14,16 @@ Phases: dataset, extract, vectors, alignment, steering, heads, cross_model, repo
 checkpoints (the `:training` configs' phase, not in the default list). A rerun
 resumes: finished phases whose settings and inputs are unchanged are skipped, and the log says
 which. Ctrl-C stops within seconds (exit 130); the same command then resumes.
+
+Across processes (one per host, or several on one machine), each sees its own devices and all
+of them together make the config's mesh (--config.mesh.data x --config.mesh.model = every
+process's devices); process 0 writes the run directory, which must be on a filesystem all of
+them share:
+
+    python scripts/run_study.py --config=configs/demo.py --workdir=runs/demo \
+        --config.mesh.data=4 --coordinator_address=host0:1234 --num_processes=2 --process_id=0
+    # ... and --process_id=1 on the other host; or set JAX_COORDINATOR_ADDRESS,
+    # JAX_NUM_PROCESSES and JAX_PROCESS_ID (jax.distributed's own variables) instead of flags.
 """
 
 from __future__ import annotations
@@ -41,8 +51,24 @@ _PHASES = flags.DEFINE_list(
     "Only these phases (and what they need): dataset, checkpoints, extract, vectors, alignment, "
     "steering, heads, cross_model, report.",
 )
-
-
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "HOST:PORT of process 0 for a run across processes (jax.distributed); default "
+    "$JAX_COORDINATOR_ADDRESS, and without either the run is one process.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes in the run (default $JAX_NUM_PROCESSES)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's number, 0 .. num_processes-1 (default $JAX_PROCESS_ID)."
+)
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s",
+    None,
+    "Across processes: seconds before the others give up on a process that died and end too "
+    "(default jax's, 100).",
+)
 _OPEN = flags.DEFINE_bool("open", False, "Open report.html in the default browser at the end.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run",
@@ -66,6 +92,14 @@ def dry_run(cfg) -> None:
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {' '.join(argv[1:])}; pass options as --flag=value")
+    from jaxcirc.infra import distributed
+
+    # Before anything touches a device: jax fixes its devices on first use.
+    cli.run_or_exit(
+        lambda: distributed.initialize(
+            _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _HEARTBEAT.value
+        )
+    )
     from jaxcirc import study
     from jaxcirc.infra import planner
 

@@ -67,6 +67,7 @@ from models import (
     finish_block,
     make_context,
     take_last,
+    to_host,
 )
 from models import forward as model_forward
 from models import unembed as model_unembed
@@ -695,7 +696,7 @@ class _ScreenParts:
     )
 
     def add(self, method: str, scores, cnt: int):
-        proj, ld, rand = (np.asarray(a) for a in scores)
+        proj, ld, rand = to_host(tuple(scores))
         for ki, kind in enumerate(KINDS):
             if kind in self.kinds:
                 self.values.setdefault((method, "projection", kind), []).append(proj[ki, ..., :cnt])

@@ -657,6 +657,10 @@ def _restore_entry(final: Path, marker: str = "metrics.json", parse=TrainMetrics
         meta = parse(json.loads((final / marker).read_text()))
         params = _checkpointer().restore((final / "params").resolve())
     except Exception:  # noqa: BLE001 - a broken entry is retrained, never trusted
+        if jax.process_count() > 1:
+            # Across processes orbax's restore is a collective: it fails when another process
+            # died, which says nothing of the entry (deleting it made the rerun retrain).
+            raise
         shutil.rmtree(final, ignore_errors=True)
         return None
     return params, meta

@@ -141,6 +141,8 @@ def extract_residuals(
     desc = f"extract {label} ({n} prompts, {plan.n_calls} calls of {plan.rows_per_call} rows)"
     for call in progress(plan.calls(), desc=desc):
         b_ids, b_seg = call.arrays(ids, toks.pad_id)
+        # Across processes each feeds only its devices' rows (models.feed_batch).
+        b_ids, b_seg = models.feed_batch(b_ids), models.feed_batch(b_seg)
         h = np.asarray(packed_residuals(cfg, model.params, b_ids, b_seg), np.float32)
         resid[:, call.prompt, call.pos] = h[:, call.row, call.slot]
     seconds = time.perf_counter() - t0

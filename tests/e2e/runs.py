@@ -1,0 +1,96 @@
+"""What the e2e tests that compare two run directories share: running the smoke study in its
+own process (tests/e2e/mesh_study.py) and comparing every artifact.
+
+Tolerance: floats agree within rtol 1e-3 + atol 1e-6 (measured worst: 5e-4 relative on a
+head score of 5e-6, 3e-9 absolute; 6e-5 relative on the emotion vectors): a sharded matmul sums
+its partial products in another order, nothing else differs. Texts (generated samples, top-k
+heads, verdict labels) must be identical."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RTOL, ATOL = 1e-3, 1e-6
+# Differ by design: the mesh itself, wall times and speeds.
+IGNORED = {"mesh", "seconds", "samples_per_s", "timing"}
+COMPARED = (".npz", ".json", ".csv", ".txt", ".jsonl")
+
+
+def mesh_study(workdir: Path, cache: Path, data: int, model: int) -> str:
+    """tests/e2e/mesh_study.py in its own process (the device count is fixed when jax starts);
+    its stdout. XLA's default optimisation level, as the study itself runs."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1"}
+    env.pop("XLA_FLAGS", None)
+    script = ROOT / "tests" / "e2e" / "mesh_study.py"
+    args = [sys.executable, str(script), str(workdir), str(cache), str(data), str(model)]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def _same(a, b, where: str):
+    """Equal JSON values, floats within the tolerance."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            if k not in IGNORED:
+                _same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL, err_msg=where)
+    else:
+        assert a == b, where
+
+
+def _cell(s: str):
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+def compare(one: Path, mesh: Path, path: Path) -> None:
+    other = mesh / path.relative_to(one)
+    where = str(path.relative_to(one))
+    if path.suffix == ".npz":
+        x, y = np.load(path), np.load(other)
+        assert x.files == y.files, where
+        for k in x.files:
+            if x[k].dtype.kind == "f":
+                np.testing.assert_allclose(y[k], x[k], rtol=RTOL, atol=ATOL, err_msg=f"{where} {k}")
+            else:
+                np.testing.assert_array_equal(y[k], x[k], err_msg=f"{where} {k}")
+    elif path.suffix == ".json":
+        _same(json.loads(path.read_text()), json.loads(other.read_text()), where)
+    elif path.suffix == ".csv":
+        rows = [list(csv.reader(p.open())) for p in (path, other)]
+        _same(
+            [[_cell(c) for c in r] for r in rows[0]],
+            [[_cell(c) for c in r] for r in rows[1]],
+            where,
+        )
+    elif path.suffix in (".txt", ".jsonl"):
+        assert path.read_text() == other.read_text(), where
+
+
+def run_files(root: Path, under: tuple[str, ...] = ()) -> list[Path]:
+    """The run's files (not hidden ones: stamps, lock), relative to `root`, only those under
+    the top-level folders `under` when given."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            if not under or rel.parts[0] in under:
+                out.append(rel)
+    return out
