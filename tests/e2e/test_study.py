@@ -517,7 +517,7 @@ def test_small_dataset_and_layers_fail_before_any_work(tmp_path):
     "arg, needle",
     [
         ("--config.steering.alphs=(1.0,)", "did you mean 'alphas'"),
-        ("--config=configs/demo.py:nope", "takes '', 'smoke' or 'training'"),
+        ("--config=configs/demo.py:nope", "takes one of '', 'smoke', 'training', 'japanese'"),
         ("--no_such_flag=1", "no_such_flag"),
     ],
 )
