@@ -371,7 +371,9 @@ def test_every_setting_is_in_some_phase_key():
 
     scheduling = {"workers", "phases"}
     for leaf in leaves(cfg.to_dict()):
-        if leaf.startswith("models.") or leaf in scheduling:
+        # mesh: where the arrays live changes no figure beyond float reduction order, so a
+        # run resumes under another mesh (tests/infra/test_mesh_config.py)
+        if leaf.startswith(("models.", "mesh.")) or leaf in scheduling:
             continue
         changed = demo.get_config("smoke")
         node = changed
