@@ -454,16 +454,23 @@ def run_blocks(
     layers = layers if layers is not None else range(cfg.n_layers)
     if record.resid_mid and cfg.parallel_residual:
         raise ValueError(f"{cfg.name or cfg.family} has parallel residual: no resid_mid to record")
-    p = jax.tree_util.tree_map(lambda a: a[layers.start : layers.stop], blocks)
+    # The scan runs over layer indices and each step reads its layer out of the full stack: a
+    # static slice `blocks[start:stop]` as the scan's xs would be a copy of those layers' weights
+    # per call, and a sweep that starts runs at many layers in one program (heads.head_sweep,
+    # steering) kept all of them alive at once (memory growing with layers^2 x layer size).
     windows = jnp.asarray(cfg.windows[layers.start : layers.stop], jnp.int32)
-    xs = {"p": p, "window": windows, "edits": _edit_slices(cfg, edits, layers)}
+    index = jnp.arange(layers.start, layers.stop, dtype=jnp.int32)
+    xs = {"i": index, "window": windows, "edits": _edit_slices(cfg, edits, layers)}
     if cache is not None:
         xs["cache"] = cache
     block = Block(cfg)
 
     def step(x, xs_l):
+        p = jax.tree_util.tree_map(
+            lambda a: jax.lax.dynamic_index_in_dim(a, xs_l["i"], keepdims=False), blocks
+        )
         y, rec, new_cache = block.apply(
-            {"params": xs_l["p"]}, x, ctx, xs_l["window"], xs_l["edits"], record, xs_l.get("cache")
+            {"params": p}, x, ctx, xs_l["window"], xs_l["edits"], record, xs_l.get("cache")
         )
         if record.at == "last":
             rec = {k: (v if k == "pattern" else take_last(v, ctx.last)) for k, v in rec.items()}

@@ -116,6 +116,32 @@ def test_sweep_rows_follow_the_order_asked_for():
     np.testing.assert_allclose(np.asarray(some), np.asarray(every)[rows], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_sweep_memory_does_not_grow_with_layers_squared(parallel):
+    """The sweep reruns the later layers from every layer in one program. Its scratch memory
+    (XLA's temp buffers) must stay within a few layers' weights: running blocks start..n-1 as a
+    scan over a static slice `blocks[start:]` copied those layers' weights once per start layer,
+    all alive at once (16 layers: ~110 layers' worth; Pythia-410M's sweep took +10 GB RSS).
+    Sequential blocks still copy their layer's MLP weights once per layer (`finish_block`), so
+    that case allows one layer's worth per layer."""
+    L = 16
+    cfg = models.ModelConfig(
+        family="gpt_neox" if parallel else "gpt2", n_layers=L, d_model=256, n_heads=4,
+        d_head=64, d_mlp=1024, d_vocab=512, n_ctx=64, ln_eps=1e-5, gelu_tanh=False,
+        positional="rotary" if parallel else "learned", rotary_dim=16, parallel_residual=parallel,
+    )  # fmt: skip
+    params = models.init_params(cfg, 0)
+    ids = jnp.zeros((4, 12), jnp.int32)
+    mask = jnp.ones(ids.shape, bool)
+    z_ref = jnp.zeros((1, L, cfg.n_heads, cfg.d_head))
+    picks = tuple((layer, h) for layer in range(L) for h in (0, 2))
+    compiled = heads.head_sweep.lower(cfg, params, ids, mask, z_ref, None, picks).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    layer_bytes = sum(a[0].nbytes for a in jax.tree_util.tree_leaves(params["blocks"]))
+    bound = 8 if parallel else L + 8
+    assert temp < bound * layer_bytes, f"temp {temp / layer_bytes:.1f} layers' weights"
+
+
 def test_base_edits_hold_in_every_rerun():
     """Removing head B on top of base edits that remove head A equals removing both at once."""
     m = models.random_model(three_layer_config("gpt2"), seed=3)
