@@ -378,16 +378,19 @@ def split_layers(params) -> tuple:
     return tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], blocks) for i in range(n))
 
 
-def decode_weights(cfg: ModelConfig, params) -> dict:
+def decode_weights(cfg: ModelConfig, params, layers: tuple | None = None) -> dict:
     """What `decode` multiplies by, laid out for one token per row: "layers", per-layer weights
     of `_decode_block` (Q, K, V fused), and "W_U" [d_model, d_vocab], the unembedding as a
     contiguous matrix (a tied model's W_E transposed once: [rows, d] @ [d, vocab] ran ~5-10%
     faster than contracting with W_E [vocab, d] directly, and the unembedding is about a third
     of a GPT-2 decode step). Made outside a compiled call, so XLA cannot fold the transpose
-    back into the dot; pass it as `decode(..., weights=)`."""
+    back into the dot; pass it as `decode(..., weights=)`. layers: `split_layers(params)` where
+    the caller holds it already: the MLP and layer-norm weights are then shared with it, not
+    sliced out a second time (the MLP weights are 0.8 GB of Pythia-410M in fp32)."""
     w_u = params["embed"]["W_E"].T if cfg.tied_unembed else params["unembed"]["W_U"]
+    layers = split_layers(params) if layers is None else layers
     return {
-        "layers": tuple(_layer_weights(cfg, p) for p in split_layers(params)),
+        "layers": tuple(_layer_weights(cfg, p) for p in layers),
         "W_U": w_u,
     }
 

@@ -432,7 +432,7 @@ class _Scheduler:
         self.outs: tuple[RunOut, RunOut] = outs
         self.clock = _Clock(timings)
         self.per_layer = split_layers(params)  # sliced once, not in every call
-        self.dec_weights = decode_weights(cfg, params)
+        self.dec_weights = decode_weights(cfg, params, self.per_layer)
         self.steps = _Steps(settings.max_new_tokens, settings.sampling, settings.eos_id)
         self.pending: list[_Piece] = []
         self.state_buf = None
