@@ -32,7 +32,7 @@ browser:
 	echo "chromium not installed: tests/report/test_html.py will skip its browser checks"
 
 test: lint browser
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=20
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=20 -m "not slow"
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[bench]"

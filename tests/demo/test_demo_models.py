@@ -202,7 +202,7 @@ def test_second_call_reuses_the_cache(trained, monkeypatch):
 
 
 def _fake_train(calls):
-    def fake(family, tokenizer, train_lines, held_out_lines, train_cfg, progress, shape, lang):
+    def fake(family, tokenizer, train_lines, held_out_lines, train_cfg, progress, shape, lang="en"):
         calls.append(train_cfg)
         cfg = dm.standin_config(family, len(tokenizer), shape)
         params = models.init_params(cfg, 1)
