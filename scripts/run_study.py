@@ -41,15 +41,15 @@ from scripts import cli  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
-    "Study config: configs/demo.py (variants :smoke, :training) or configs/paper.py (variants "
-    ":larger, :training).",
+    "Study config: configs/demo.py (variants :smoke, :training, :japanese, :japanese-smoke) or "
+    "configs/paper.py (variants :larger, :training, :japanese).",
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 _PHASES = flags.DEFINE_list(
     "phases",
     None,
     "Only these phases (and what they need): dataset, checkpoints, extract, vectors, alignment, "
-    "steering, heads, cross_model, report.",
+    "steering, heads, cross_model, cross_language, report.",
 )
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",
