@@ -849,6 +849,7 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
     config_check.check(cfg)
     config_check.check_phases(phases or [], "the phases asked for")
     wanted = set(phases or cfg.phases)
+    distributed.check_phases(wanted, config_check.PHASES)
     t0 = time.time()
     # Absolute, so that every path a phase records is made relative to its file (write_json).
     run = artifacts.RunDir(Path(workdir).absolute())
