@@ -47,12 +47,12 @@ from models.transformer import (
     Block,
     Context,
     LayerNorm,
-    check_tokens,
     embed,
     rotary,
     run_blocks,
     unembed,
 )
+from models.validate import validate_tokens
 
 # Rank of each edit field WITH a position axis (layer and batch axes included); the position axis
 # is then axis 2. Fields absent here never have one.
@@ -632,8 +632,8 @@ def generate(
     seed and row_ids ([batch] ints, default 0..batch-1) make each row's draws. Returns a
     `Generation` (tokens [batch, new], eos_at, optional readouts).
     """
+    validate_tokens(cfg, tokens)  # on the ids as given: a cast would hide floats and wraps
     tokens = jnp.asarray(tokens, jnp.int32)
-    check_tokens(cfg, tokens)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}; ask for at least 1 token")
     if mask is None:

@@ -231,6 +231,12 @@ def test_eos_recorded_and_bad_input(tiny):
         generate(cfg, tiny.params, ids, np.zeros_like(mask), 3)
     with pytest.raises(ValueError, match="d_vocab"):
         generate(cfg, tiny.params, ids + cfg.d_vocab, mask, 3)
+    # checked as given, before the int32 cast: float ids and int64 ids past int32 (which the
+    # cast would turn into valid-looking ids) are refused
+    with pytest.raises(ValueError, match="must be integers"):
+        generate(cfg, tiny.params, np.asarray(ids, np.float32), mask, 3)
+    with pytest.raises(ValueError, match="d_vocab"):
+        generate(cfg, tiny.params, np.asarray(ids, np.int64) + 2**32, mask, 3)
     with pytest.raises(ValueError, match="temperature"):
         Sampling(temperature=-1.0)
     assert GREEDY.temperature == 0
