@@ -208,6 +208,7 @@ def run_transformers(folder: _Path) -> dict:
     import torch
     import transformers
 
+    import models
     from benchmarks import bench_steering, common
     from models import hf_reference as ref
 
@@ -216,8 +217,6 @@ def run_transformers(folder: _Path) -> dict:
     t = time.perf_counter()
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).eval()
     out["load_s"], out["rss_after_load_mib"] = time.perf_counter() - t, _peak_rss_mib()
-    import models
-
     cfg = models.config_from_hf(json.loads((folder / "config.json").read_text()))
     x = _inputs(cfg)
     ids, mask = torch.as_tensor(x["ids"], dtype=torch.long), torch.as_tensor(x["mask"])
@@ -321,7 +320,7 @@ def _sub(role: str, name: str, *extra: str) -> dict | None:
     return json.loads(res.stdout.strip().splitlines()[-1]) if role != "save" else {}
 
 
-def _check(name: str, a: dict, b: dict) -> str:
+def _check(a: dict, b: dict) -> str:
     """Do both sides agree (greedy tokens of the steered cells, head-removed logits)?"""
     tok = np.array_equal(np.asarray(a["check_steer_tokens"]), np.asarray(b["check_steer_tokens"]))
     la, lb = np.asarray(a["check_head_logits"]), np.asarray(b["check_head_logits"])
@@ -350,7 +349,7 @@ def main_role() -> None:
         b = _sub("transformers", name, f"--scales_json={scales}")
         if b is None:
             continue
-        print(f"{name}: {_check(name, a, b)}; peaks XLA {a['peak_gflops']:.0f}, torch "
+        print(f"{name}: {_check(a, b)}; peaks XLA {a['peak_gflops']:.0f}, torch "
               f"{b['peak_gflops']:.0f} GFLOP/s; torch threads {b['threads']}", flush=True)  # fmt: skip
         rows.append((name, a, b))
         if not FLAGS.keep:

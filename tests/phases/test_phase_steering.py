@@ -21,18 +21,17 @@ from jaxcirc.infra.compile_cache import CompileCounter
 from jaxcirc.phases import steering
 from jaxcirc.phases import steering_verdicts as sv
 from jaxcirc.report import steering as report_steering
-from tests.support import CLASS_WORDS, class_texts, class_vectors, text_word_tokenizer
+from tests.support import (
+    CLASS_WORDS,
+    NEUTRAL_SENTENCES,
+    class_texts,
+    class_vectors,
+    text_word_tokenizer,
+)
 from tests.support import TEXT_WORDS as WORDS
 
-GRATITUDE = ("thanks", "grateful", "appreciate", "thank")
-PROMPTS = [
-    "the meeting is at noon",
-    "we will see the bus",
-    "the train left today",
-    "the report is at noon",
-    "we will see the report today",
-    "a bus left",
-]
+GRATITUDE = CLASS_WORDS[0]
+PROMPTS = NEUTRAL_SENTENCES[:6]
 _word_tokenizer = text_word_tokenizer
 
 
