@@ -103,10 +103,16 @@ def train_tokenizer(
 
     The vocabulary can come out smaller than `vocab_size` when the corpus runs out of pieces;
     `len(tokenizer)` is the size a model needs."""
-    return _wrap(train_model(lines, vocab_size, seed, symbols), "demo sentencepiece model")
+    return _wrap(train_model(lines, vocab_size, seed, symbols))
 
 
-def _wrap(model: bytes, source: str) -> SentencePieceTokenizer:
+# The tokenizer's `source`, recorded in every extraction's metadata: the same words whether the
+# stand-in was trained in this run or read back from its cache (a path would make two runs of
+# the same study differ in their metadata).
+SOURCE = "demo sentencepiece model"
+
+
+def _wrap(model: bytes, source: str = SOURCE) -> SentencePieceTokenizer:
     return SentencePieceTokenizer(
         model,
         do_lower_case=SETTINGS["do_lower_case"],
@@ -151,4 +157,4 @@ def load_tokenizer(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no tokenizer at {path}; train one with jaxcirc.demo.spm.train_tokenizer")
-    return _wrap(path.read_bytes(), str(path))
+    return _wrap(path.read_bytes())

@@ -89,6 +89,9 @@ def test_save_load_and_models_load(lines, tok, tmp_path):
     path = spm.save_tokenizer(tok, tmp_path / "standin" / spm.FILENAME)
     back = spm.load_tokenizer(path)
     assert spm.fingerprint(back) == spm.fingerprint(tok)
+    # Read back from the stand-ins' cache, it is recorded as trained: a run that loads the
+    # cached tokenizer writes the same extraction metadata as the run that trained it.
+    assert back.record() == tok.record()
     assert back(lines[5])["input_ids"] == tok(lines[5])["input_ids"]
     # A stand-in folder (config.json + weights beside the saved tokenizer) loads through
     # models.load with the same ids and special tokens.
