@@ -124,14 +124,35 @@ def fit_linear(xa, xb, ridge: float = 0.0) -> LinearMap:
     return LinearMap(w, mb - ma @ w, float(ridge), xa.shape[0], xa.shape[1], xb.shape[1])
 
 
+# Singular values of the cross-covariance XAc^T XBc at or below this fraction of the largest
+# count as zero. With n samples the centred cross-covariance has rank at most n - 1; when that is
+# below min(dA, dB), U V^T's columns past the rank are whatever the SVD's rounding makes of a
+# null space: a 1e-7 change in the inputs (a sharded matmul summing in another order) moved a
+# mapped overlap by 2% (n=52, d=64, measured 2026-12-01). Those directions are left out (mapped
+# to zero), as the linear map's minimum-norm solution leaves them out.
+RANK_RTOL = 1e-9
+
+
+def procrustes_rotation(u, sv, vt) -> np.ndarray:
+    """R `[..., dA, dB]` = U V^T over the singular directions the data determine (singular value
+    above RANK_RTOL x the largest), from the SVD u `[..., dA, r]`, sv `[..., r]`, vt
+    `[..., r, dB]` of the centred cross-covariance. Full rank: the orthogonal Procrustes
+    rotation; rank-deficient (n - 1 < min(dA, dB)): the partial isometry on the fitted span,
+    unique where the full completion is not."""
+    keep = sv > RANK_RTOL * sv[..., :1]
+    return (u * keep[..., None, :]) @ vt
+
+
 def fit_procrustes(xa, xb, scale: bool = True) -> LinearMap:
     """Orthogonal Procrustes on centred data: W = s R, R `[dA, dB]` with R^T R = I (dA >= dB) or
-    R R^T = I (dA < dB); s = tr(Sigma)/||XAc||_F^2 if scale else 1."""
+    R R^T = I (dA < dB) when the data determine it (n - 1 >= min(dA, dB)); with fewer samples,
+    the partial isometry on the span they fit (`procrustes_rotation`). s = tr(Sigma)/||XAc||_F^2
+    if scale else 1."""
     xa, xb = _pair(xa, xb)
     ma, mb = xa.mean(axis=0), xb.mean(axis=0)
     xac = xa - ma
     u, sv, vt = np.linalg.svd(xac.T @ (xb - mb), full_matrices=False)
-    r = u @ vt
+    r = procrustes_rotation(u, sv, vt)
     s = float(sv.sum() / np.sum(xac**2)) if scale else 1.0
     w = s * r
     return LinearMap(w, mb - ma @ w, 0.0, xa.shape[0], xa.shape[1], xb.shape[1], "procrustes", s)
@@ -331,7 +352,7 @@ def _shuffled_samples(
         if not procrustes:
             continue
         u, sv, vt = np.linalg.svd(xac.T @ xbp, full_matrices=False)
-        rot = u @ vt  # [c, dA, dB]
+        rot = procrustes_rotation(u, sv, vt)  # [c, dA, dB]
         s = sv.sum(axis=-1) / xa_norm2 if procrustes_scale else np.ones(sv.shape[0])  # [c]
         out["overlap_procrustes"].append(_batched_overlap(rot.swapaxes(-1, -2) @ qa, qb))
         pred = s[:, None, None] * (xat @ rot)
@@ -730,8 +751,8 @@ def _one_resample(data: BootData, counts) -> np.ndarray:
         if qa.shape[0] == qb.shape[0]:
             out[j, 0] = overlap(qa, qb)
         out[j, 1] = overlap(orthonormalise(xbc.T @ c_lin), qb)
-        u, _, vt = np.linalg.svd(xac.T @ xbc, full_matrices=False)
-        out[j, 2] = overlap(orthonormalise((u @ vt).T @ qa), qb)
+        u, sv, vt = np.linalg.svd(xac.T @ xbc, full_matrices=False)
+        out[j, 2] = overlap(orthonormalise(procrustes_rotation(u, sv, vt).T @ qa), qb)
     return out
 
 

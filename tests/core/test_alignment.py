@@ -73,6 +73,27 @@ def test_semi_orthogonal_procrustes_when_dims_differ():
     np.testing.assert_allclose(m.W, q.T, atol=1e-8)
 
 
+def test_procrustes_with_fewer_samples_than_dims_is_the_partial_isometry_and_stable():
+    """n - 1 < d: the data fix the rotation on the span of the centred samples only. The map is
+    that partial isometry (zero on the rest), so a 1e-7 relative change of the inputs (a sharded
+    matmul's summation order) moves it by rounding only; U V^T's arbitrary completion moved
+    O(1) (the old code fails the first check)."""
+    rng = np.random.default_rng(3)
+    n, d = 20, 32
+    xa = rng.standard_normal((n, d))
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    xb = xa @ q + 0.01 * rng.standard_normal((n, d))
+    m = alignment.fit_procrustes(xa, xb, scale=False)
+    nudged = xa * (1.0 + 1e-7 * rng.standard_normal(xa.shape))
+    np.testing.assert_allclose(alignment.fit_procrustes(nudged, xb, scale=False).W, m.W, atol=1e-5)
+    xac = xa - xa.mean(axis=0)
+    span = np.linalg.svd(xac, full_matrices=False)[2][: n - 1]  # [n-1, d] rows the data span
+    rest = np.linalg.svd(span.T @ span - np.eye(d))[0][:, : d - (n - 1)]  # [d, d-n+1]
+    np.testing.assert_allclose(rest.T @ m.W, 0.0, atol=1e-8)  # nothing fitted, nothing mapped
+    np.testing.assert_allclose(m.W.T @ m.W, (m.W.T @ m.W) @ (m.W.T @ m.W), atol=1e-8)
+    np.testing.assert_allclose(np.linalg.matrix_rank(m.W), n - 1)
+
+
 def test_fit_linear_exact_and_ridge_shrinks():
     rng = np.random.default_rng(2)
     xa = rng.standard_normal((100, 10))
