@@ -662,10 +662,13 @@ def _cross_language(st: Study, ds_hash: str) -> str:
     )  # fmt: skip
 
     def fn():
-        workers = int(st.cfg.get("workers", 1))
-        en_models, notes = _load_models(
-            ml_collections.ConfigDict({"models": english, "workers": workers})
-        )
+        # The English models on the study's mesh too (load_models places them; streamed
+        # checkpoints load straight onto it), or their compiled calls would meet batches split
+        # over the mesh with params on one device.
+        en_cfg = {"models": english.to_dict(), "workers": int(st.cfg.get("workers", 1))}
+        if "mesh" in st.cfg:
+            en_cfg["mesh"] = st.cfg.mesh.to_dict()
+        en_models, notes = load_models(ml_collections.ConfigDict(en_cfg))
         artifacts.write_json(stage.path("english_models.json"), _model_info(en_models, notes))
         inputs = cross_language_phase.Inputs(
             english=en_models,
@@ -781,7 +784,9 @@ _READ_ACTS = {"extract", "vectors", "alignment", "steering", "heads", "cross_mod
 
 
 def _extracts(cfg, wanted: set) -> bool:
-    return bool(_READ_ACTS & set(cfg.phases)) and bool(wanted - {"dataset", "checkpoints"})
+    # cross_language extracts its paired prompts itself: `--phases=cross_language` needs none.
+    alone = {"dataset", "checkpoints", "cross_language"}
+    return bool(_READ_ACTS & set(cfg.phases)) and bool(wanted - alone)
 
 
 def _run(st: Study, wanted: set) -> Path | None:
@@ -849,7 +854,6 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
     config_check.check(cfg)
     config_check.check_phases(phases or [], "the phases asked for")
     wanted = set(phases or cfg.phases)
-    distributed.check_phases(wanted, config_check.PHASES)
     t0 = time.time()
     # Absolute, so that every path a phase records is made relative to its file (write_json).
     run = artifacts.RunDir(Path(workdir).absolute())

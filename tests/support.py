@@ -165,37 +165,49 @@ def check_script(tmp_path, script, phase):
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
-def smoke_run(tmp_path_factory, worker_id: str, into: Path) -> tuple[Path, Path, list[str]]:
-    """The smoke study (configs/demo.py:smoke) run once per test session and copied into `into`
-    for the calling module (which may then change its copy freely). Every xdist worker of the
-    session shares the one run under a file lock: it is the suite's costliest fixture.
-    Returns (run dir, model cache dir, the run_study.py arguments that address the copy)."""
-    import shutil
-
+def once_per_session(tmp_path_factory, worker_id: str, name: str, make) -> Path:
+    """`make(folder)` run once per test session into <session tmp>/<name>/ and that folder
+    returned; every xdist worker of the session shares it under a file lock (a worker that asks
+    while another makes it waits, instead of making it again beside it on 2 cores). A failed
+    `make` (an AssertionError naming why) fails every later caller with the same message."""
     from filelock import FileLock
 
     # One directory per session: under xdist the workers' base temps share a parent.
     root = tmp_path_factory.getbasetemp()
     root = root if worker_id == "master" else root.parent
-    shared, cache = root / "smoke-shared" / "run", root / "smoke-shared" / "cache"
-    failed = root / "smoke-shared" / "failed.txt"
-    with FileLock(str(root / "smoke-shared.lock")):
-        if not (shared / ".done").exists() and not failed.exists():
-            cmd = ["--config=configs/demo.py:smoke", f"--workdir={shared}"]
-            env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1"}
-            out = subprocess.run(
-                [sys.executable, str(ROOT / "scripts" / "run_study.py"), *cmd,
-                 f"--config.models.cache_dir={cache}"],
-                capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500,
-            )  # fmt: skip
-            if out.returncode != 0:
-                failed.parent.mkdir(parents=True, exist_ok=True)
-                failed.write_text(f"exit {out.returncode}\n{out.stderr[-4000:]}")
+    folder, failed = root / name, root / f"{name}.failed.txt"
+    with FileLock(str(root / f"{name}.lock")):
+        if not (root / f"{name}.done").exists() and not failed.exists():
+            try:
+                make(folder)
+            except AssertionError as e:
+                failed.write_text(str(e))
             else:
-                (shared / ".done").write_text("")
+                (root / f"{name}.done").write_text("")
     assert not failed.exists(), failed.read_text()
-    work = into / "run"
-    shutil.copytree(shared, work, ignore=shutil.ignore_patterns(".lock", ".done"))
+    return folder
+
+
+def smoke_run(tmp_path_factory, worker_id: str, into: Path) -> tuple[Path, Path, list[str]]:
+    """The smoke study (configs/demo.py:smoke) run once per test session and copied into `into`
+    for the calling module (which may then change its copy freely). It is the suite's costliest
+    fixture: shared by every xdist worker (`once_per_session`).
+    Returns (run dir, model cache dir, the run_study.py arguments that address the copy)."""
+    import shutil
+
+    def make(folder: Path):
+        cmd = ["--config=configs/demo.py:smoke", f"--workdir={folder / 'run'}"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1"}
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "run_study.py"), *cmd,
+             f"--config.models.cache_dir={folder / 'cache'}"],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500,
+        )  # fmt: skip
+        assert out.returncode == 0, f"exit {out.returncode}\n{out.stderr[-4000:]}"
+
+    shared = once_per_session(tmp_path_factory, worker_id, "smoke-shared", make)
+    work, cache = into / "run", shared / "cache"
+    shutil.copytree(shared / "run", work, ignore=shutil.ignore_patterns(".lock"))
     args = [
         "--config=configs/demo.py:smoke",
         f"--workdir={work}",

@@ -44,7 +44,7 @@ import warnings
 
 import numpy as np
 
-from jaxcirc.core import alignment, probe
+from jaxcirc.core import alignment, probe, stats
 from jaxcirc.core.stats import NullBand, to_jsonable
 from jaxcirc.core.subspace import SUBSPACE_RTOL, random_overlap_expectation, random_overlap_null
 
@@ -83,7 +83,8 @@ class Trajectory:
     """A figure per step (or step pair) and layer with its permutation null.
 
     value, null_mean, null_lo, null_hi, p_value: `[step, layer]`. lo/hi are the pointwise central
-    `level` band; p_value the pointwise permutation p, (1 + #draws >= value) / (1 + n_perm)
+    `level` band; p_value the pointwise permutation p, (1 + #draws >= value) / (1 + n_perm),
+    draws within rounding of the value counted (stats.at_least)
     (alternative "greater", uncorrected). p_adjusted `[step, layer]`: the max-T family-wise
     adjusted p over the cells of `fw_mask` (module docstring, `maxt_adjust`); beyond `[step, layer]`:
     p_adjusted <= 1 - level inside fw_mask. fw_threshold `[step, layer]`: the same verdict in
@@ -130,13 +131,16 @@ def maxt_adjust(value, null, mask, level: float) -> tuple[np.ndarray, np.ndarray
     with warnings.catch_warnings():  # all-NaN cells stay NaN, silently
         warnings.simplefilter("ignore", RuntimeWarning)
         mu, sd = np.nanmean(null, axis=0), np.nanstd(null, axis=0)
-    ok = np.isfinite(sd) & (sd > 0)
+    # A null whose spread is rounding (a figure equal to its null by construction) is constant.
+    ok = np.isfinite(sd) & (sd > stats.TIE_RTOL * np.abs(mu))
     sd_ = np.where(ok, sd, 1.0)
     z_draws = np.where(ok & np.asarray(mask, bool), (null - mu) / sd_, -np.inf)
     max_t = np.max(np.nan_to_num(z_draws, nan=-np.inf).reshape(len(null), -1), axis=1)  # [P]
     z = np.where(ok, (v - mu) / sd_, np.nan)
     n = len(null)
-    adjusted = (1.0 + np.sum(max_t[:, None] >= z.reshape(-1)[None, :], axis=0)) / (1.0 + n)
+    adjusted = (1.0 + np.sum(stats.at_least(max_t[:, None], z.reshape(-1)[None, :]), axis=0)) / (
+        1.0 + n
+    )
     adjusted = np.where(np.isnan(z.reshape(-1)), np.nan, adjusted).reshape(v.shape)
     # beyond <=> #draws with max-T >= z <= k <=> z > the (k + 1)-th largest max-T
     k = int(np.floor((1.0 - level) * (1 + n) - 1.0 + 1e-9))
@@ -172,7 +176,7 @@ def trajectory(
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanpercentile(null, [alpha, 100.0 - alpha], axis=0)
         mean = np.nanmean(null, axis=0)
-    p = (1.0 + np.sum(null >= v, axis=0)) / (1.0 + null.shape[0])
+    p = (1.0 + np.sum(stats.at_least(null, v), axis=0)) / (1.0 + null.shape[0])
     p = np.where(np.isnan(v), np.nan, p)
     adjusted, threshold = maxt_adjust(v, null, mask, level)
     return Trajectory(
@@ -536,7 +540,7 @@ def onset(
         traj=traj,
         best=best,
         best_layer=best_layer,
-        best_p=(1.0 + np.sum(null_best >= best, axis=0)) / (1.0 + settings.n_perm),
+        best_p=(1.0 + np.sum(stats.at_least(null_best, best), axis=0)) / (1.0 + settings.n_perm),
         best_null=(null_best.mean(axis=0), *np.percentile(null_best, [alpha, 100 - alpha], axis=0)),
         best_threshold=traj.fw_threshold[np.arange(s_), best_layer],
         index=index if index < s_ else None,

@@ -21,6 +21,8 @@ import dataclasses
 
 import numpy as np
 
+from jaxcirc.core import stats
+
 # What a verdict says, by code (summary files carry the codes; the report prints the meanings).
 VERDICTS = {
     "beyond_control": "p <= the level: the figure exceeds what the control's draws reach by the "
@@ -102,7 +104,7 @@ def max_test(observed: float, null_max) -> MaxTest:
     null = np.asarray(null_max, np.float64).reshape(-1)
     if null.size < 1:
         raise ValueError("null_max: need at least one control draw")
-    k = int((null >= observed).sum())
+    k = int(stats.at_least(null, observed).sum())
     n = int(null.size)
     return MaxTest(float(observed), null, (1.0 + k) / (1.0 + n), n, 1.0 / (1.0 + n), k)
 

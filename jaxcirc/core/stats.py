@@ -177,8 +177,24 @@ def paired_bootstrap_diff(
     return bootstrap_ci(a - b, n_boot=n_boot, seed=seed, level=level, stat=stat, what=what)
 
 
+# Null draws within this fraction of |observed| of it count as ties (at least as extreme). Where
+# a figure equals its null by construction (a subspace's overlap with itself, 1 for every draw),
+# rounding alone decided a strict >=: two runs summing in different orders (a sharded matmul)
+# gave p 0.976 and 1.0 at 40 draws (measured 2026-12-01). Counting near-ties as ties is the
+# conservative reading (the larger p).
+TIE_RTOL = 1e-9
+
+
+def at_least(null, observed) -> np.ndarray:
+    """null >= observed elementwise (broadcasting), draws within TIE_RTOL x |observed| below it
+    counted as ties."""
+    obs = np.asarray(observed, dtype=np.float64)
+    return np.asarray(null, dtype=np.float64) >= obs - TIE_RTOL * np.abs(obs)
+
+
 def permutation_pvalue(observed, null_samples, alternative: str = "greater"):
-    """p = (1 + #{null at least as extreme as observed}) / (1 + n_null).
+    """p = (1 + #{null at least as extreme as observed}) / (1 + n_null), near-ties counted
+    (`at_least`).
 
     The +1 counts the observed labelling as one member of the null, so p is never 0 and is a valid
     p-value for a finite permutation test. `null_samples` is `[n_null]` or `[n_null, ...]` with
@@ -192,11 +208,11 @@ def permutation_pvalue(observed, null_samples, alternative: str = "greater"):
     if alternative not in _ALTERNATIVES:
         raise ValueError(f"alternative: {alternative!r} not supported; use one of {_ALTERNATIVES}")
     if alternative == "greater":
-        hits = null >= obs
+        hits = at_least(null, obs)
     elif alternative == "less":
-        hits = null <= obs
+        hits = at_least(-null, -obs)
     else:
-        hits = np.abs(null) >= np.abs(obs)
+        hits = at_least(np.abs(null), np.abs(obs))
     p = (1.0 + hits.sum(axis=0)) / (1.0 + null.shape[0])
     return _scalarise(p)
 

@@ -90,29 +90,6 @@ def process_count() -> int:
     return jax.process_count()
 
 
-# Phases that run across processes: tested against one process (dataset, extract, vectors,
-# heads: tests/e2e/test_multiprocess_study.py; steering matched once by hand). The others turn
-# device results into numpy at places not yet gathered across processes, or write outside
-# their stage (the report): they are refused before any work, not left to fail mid-run.
-ACROSS_PROCESSES = ("dataset", "extract", "vectors", "steering", "heads")
-
-
-def check_phases(phases, order) -> None:
-    """A one-line ValueError naming the phases of `phases` a run across processes cannot run
-    yet, and the fix; nothing in one process. order: every phase, in run order."""
-    if process_count() <= 1:
-        return
-    wanted = [p for p in order if p in set(phases)]
-    bad = [p for p in wanted if p not in ACROSS_PROCESSES]
-    if bad:
-        ok = [p for p in wanted if p in ACROSS_PROCESSES]
-        raise ValueError(
-            f"across processes the phases {', '.join(bad)} do not run yet; run them in one "
-            f"process afterwards (the run directory resumes), and here pass "
-            f"--phases={','.join(ok) or 'extract'}"
-        )
-
-
 def is_writer() -> bool:
     """True on process 0, the one process that writes artifacts."""
     import jax

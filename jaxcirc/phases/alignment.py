@@ -90,7 +90,7 @@ from jaxcirc.report import plots
 
 NAME = "alignment"
 # Bump when the phase's outputs change meaning: every run then recomputes it.
-VERSION = 3  # 3: Procrustes maps only the directions its data determine (RANK_RTOL)
+VERSION = 3  # 3: Procrustes on the span its data determine (RANK_RTOL); near-ties
 
 FIT_ON = ("all_tokens", "sentence_end", "prompt_mean")
 PAIRING_TEXT = {

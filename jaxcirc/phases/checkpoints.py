@@ -50,7 +50,7 @@ from jaxcirc.report import plots
 
 NAME = "checkpoints"
 # Bump when the phase's outputs change meaning: every run then recomputes it.
-VERSION = 2  # 2: the probe null stratifies its folds on the permuted labels
+VERSION = 3  # 2: the probe null stratifies its folds on the permuted labels; 3: near-ties
 
 FEATURES = ("sentence_end", "span_mean")
 ANALYSES = ("probe", "cosines", "overlap", "maps", "onset")

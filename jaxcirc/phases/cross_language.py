@@ -53,7 +53,7 @@ from jaxcirc.phases.extract import extract_residuals
 
 NAME = "cross_language"
 # Bump when the phase's outputs change meaning: every run then recomputes it.
-VERSION = 3  # 2: patching also Japanese -> English (patch_back); 3: Procrustes on the fitted span
+VERSION = 3  # 2: patching also Japanese -> English (patch_back); 3: Procrustes on the fitted span, near-ties
 
 
 def paired_records(

@@ -38,7 +38,7 @@ NAME = "heads"
 # Bump when the phase's outputs change meaning: every run then recomputes it.
 # 2: selection-aware controls (max-over-heads / max-over-neurons nulls, held-out circuits
 # with a null search, held-out top-k sets and more control sets in generation).
-VERSION = 2
+VERSION = 3  # 3: null draws within rounding of the observed count as ties (stats.TIE_RTOL)
 
 
 @dataclasses.dataclass(frozen=True)

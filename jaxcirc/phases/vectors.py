@@ -67,7 +67,7 @@ from jaxcirc.report import plots
 
 NAME = "vectors"
 # Bump when the phase's outputs change meaning: every run then recomputes it.
-VERSION = 3  # 3: the probe null stratifies its folds on the permuted labels
+VERSION = 4  # 3: the probe null stratifies its folds on the permuted labels; 4: near-ties (stats.TIE_RTOL)
 
 PAIRS = (("gratitude", "anger"), ("gratitude", "apology"), ("anger", "apology"))
 PROBE_FEATURES = ("sentence_end", "span_mean")

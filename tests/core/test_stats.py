@@ -78,3 +78,23 @@ def test_bad_inputs_raise_value_error():
         stats.bootstrap_ci([1.0, 2.0], stat="mode")
     with pytest.raises(ValueError, match="level"):
         stats.bootstrap_ci([1.0, 2.0], level=95)
+
+
+def test_draws_equal_to_the_observed_up_to_rounding_count_as_ties():
+    """A figure equal to its null by construction (every draw 1 up to rounding, as an overlap of
+    a subspace with itself): p is 1 whichever way rounding fell, not a count of rounding signs
+    (the old strict >= gave 0.12 here); a draw 1e-6 below still counts as below."""
+    from jaxcirc.core import dynamics, selection
+
+    rng = np.random.default_rng(0)
+    null = 1.0 + 1e-15 * rng.standard_normal(40)
+    observed = 1.0 + 1e-15
+    assert stats.permutation_pvalue(observed, null) == 1.0
+    assert stats.permutation_pvalue(-observed, -null, alternative="less") == 1.0
+    assert selection.max_test(observed, null).p == 1.0
+    assert stats.permutation_pvalue(1.0, np.full(9, 1.0 - 1e-6)) == 0.1
+    # A trajectory cell whose null spread is rounding is constant: p 1, never beyond.
+    value = np.array([[0.5, observed]])
+    draws = np.stack([rng.uniform(0, 1, 40), null], axis=-1)[:, None, :]  # [draw, 1, 2]
+    traj = dynamics.trajectory(value, draws, np.ones_like(value, bool), seed=0)
+    assert traj.p_value[0, 1] == 1.0 and not traj.beyond[0, 1]

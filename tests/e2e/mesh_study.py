@@ -1,6 +1,6 @@
-"""Run in its own process (the device count is fixed when jax starts): the smoke study's
-dataset, extract, vectors, steering and heads phases for the GPT-2 stand-in, on a
-(data x model) mesh of forced host devices.
+"""Run in its own process (the device count is fixed when jax starts): the smoke study of two
+stand-ins (tests/e2e/smoke_config.py, every phase) on a (data x model) mesh of forced host
+devices.
 
     python tests/e2e/mesh_study.py WORKDIR CACHE_DIR DATA MODEL
 """
@@ -13,17 +13,13 @@ if data * model > 1:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={data * model}"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from configs import demo  # noqa: E402
 from jaxcirc import study  # noqa: E402
+from tests.e2e import smoke_config  # noqa: E402
 
-PHASES = ["dataset", "extract", "vectors", "steering", "heads"]
-
-cfg = demo.get_config("smoke")
+cfg = smoke_config.get_config()
 cfg.models.cache_dir = cache
-cfg.models.families = ["gpt2"]
-cfg.workers = 1
 cfg.mesh.data, cfg.mesh.model = data, model
-study.run_study(cfg, workdir, phases=PHASES)
+study.run_study(cfg, workdir)
 
 # What ran where: the params' devices and split, and a forward's output split over 'data'.
 import jax  # noqa: E402

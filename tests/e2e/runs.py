@@ -1,5 +1,6 @@
 """What the e2e tests that compare two run directories share: running the smoke study in its
-own process (tests/e2e/mesh_study.py) and comparing every artifact.
+own process (tests/e2e/mesh_study.py) or in two processes on localhost (`start_two`), and
+comparing every artifact.
 
 Tolerance: floats agree within rtol 1e-3 + atol 1e-6 (measured worst: 5e-4 relative on a
 head score of 5e-6, 3e-9 absolute; 6e-5 relative on the emotion vectors): a sharded matmul sums
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +96,47 @@ def run_files(root: Path, under: tuple[str, ...] = ()) -> list[Path]:
             if not under or rel.parts[0] in under:
                 out.append(rel)
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def start_two(args: list[str], log_base: Path, devices: int = 1) -> list[subprocess.Popen]:
+    """scripts/run_study.py `args` in two processes at once on localhost (jax.distributed, gloo),
+    each with `devices` forced host devices, on a (2 x devices) data x model mesh: 'data' splits
+    the processes. Process 0 is started with the flags (--coordinator_address ...), process 1
+    with JAX's environment variables (JAX_COORDINATOR_ADDRESS ...): both routes run. stdout and
+    stderr go to <log_base>.p<i>.log (appended)."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1"}
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    base = [sys.executable, str(ROOT / "scripts" / "run_study.py"), *args]
+    base += ["--config.mesh.data=2", f"--config.mesh.model={devices}"]
+    flags = [f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=0"]
+    env1 = {
+        **env,
+        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": "1",
+    }
+    procs = []
+    for i, (cmd, e) in enumerate([(base + flags, env), (base, env1)]):
+        log = open(f"{log_base}.p{i}.log", "ab")  # noqa: SIM115 - closed with the process
+        procs.append(subprocess.Popen(cmd, env=e, cwd=ROOT, stdout=log, stderr=log))
+    return procs
+
+
+def run_two(args: list[str], log_base: Path, devices: int = 1, timeout: int = 900) -> None:
+    """`start_two` and wait: both processes must exit 0 (else their logs' ends are shown)."""
+    procs = start_two(args, log_base, devices)
+    try:
+        codes = [p.wait(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    logs = [Path(f"{log_base}.p{i}.log").read_text(errors="replace")[-3000:] for i in (0, 1)]
+    assert codes == [0, 0], f"exit codes {codes}\n" + "\n".join(logs)

@@ -18,18 +18,26 @@ import pytest
 
 from configs import demo, paper
 from jaxcirc import config_check, study
+from tests.e2e.runs import COMPARED, compare, run_files, run_two
 
 ROOT = Path(__file__).resolve().parents[2]
 JA_SLUGS = ("gpt2-ja-standin", "pythia-ja-standin")
 
 
+def _args(work: Path, caches: Path) -> list[str]:
+    """scripts/run_study.py's arguments: the Japanese smoke config, models cached in `caches`."""
+    return [
+        "--config=configs/demo.py:japanese-smoke",
+        f"--workdir={work}",
+        f"--config.models.cache_dir={caches / 'cache-ja'}",
+        f"--config.cross_language.english_cache_dir={caches / 'cache-en'}",
+    ]
+
+
 def _run_study(work: Path, caches: Path, env: dict, timeout: int):
     """scripts/run_study.py on the Japanese smoke config, its models cached under `caches`."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "run_study.py"),
-         "--config=configs/demo.py:japanese-smoke", f"--workdir={work}",
-         f"--config.models.cache_dir={caches / 'cache-ja'}",
-         f"--config.cross_language.english_cache_dir={caches / 'cache-en'}"],
+        [sys.executable, str(ROOT / "scripts" / "run_study.py"), *_args(work, caches)],
         capture_output=True, text=True, cwd=ROOT, timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
     )  # fmt: skip
@@ -141,3 +149,19 @@ def test_cross_language_needs_its_section_and_japanese_prompts():
     c.dataset.language = "en"
     with pytest.raises(ValueError, match="dataset.language 'ja'"):
         config_check.check(c)
+
+
+def test_english_vs_japanese_across_two_processes_equals_one_process(run, tmp_path):
+    """`--phases=cross_language` run by two processes on localhost (jax.distributed, one device
+    each, 'data' over both; the English models placed on the mesh too) gives the one-process
+    run's cross_language artifacts within tests/e2e/runs.py's tolerance, and extracts nothing
+    of the study (the phase extracts its paired prompts itself)."""
+    two = tmp_path / "two"
+    run_two([*_args(two, run.parent), "--phases=cross_language"], two)
+    assert not (two / "extract").exists()
+    names = run_files(run, ("cross_language",))
+    assert names == run_files(two, ("cross_language",))
+    assert any(p.parts[1] == "patching" for p in names) and any(p.suffix == ".npz" for p in names)
+    for rel in names:
+        if rel.suffix in COMPARED:
+            compare(run, two, run / rel)

@@ -1,22 +1,22 @@
-"""The study across two processes (jax.distributed on localhost, gloo CPU collectives, each
-process with 2 forced host devices: one 2x2 data x model mesh over both) gives the one-device
-study's artifacts; either process killed mid-phase leaves nothing corrupt, and the rerun resumes.
+"""The smoke study across two processes (jax.distributed on localhost, gloo CPU collectives,
+each process with 2 forced host devices: one 2x2 data x model mesh over both) gives the
+one-device study's artifacts; either process killed mid-phase leaves nothing corrupt, and the
+rerun resumes.
 
 One two-process run directory serves both claims, to keep the time down (2 cores): a first run
-loses process 1 (SIGKILL) while extract runs, a second loses process 0, the writer, while heads
-runs; a third run of both processes skips the finished stages and computes the rest; then every
-artifact is compared with the one-device run (tests/e2e/runs.py: rtol 1e-3 + atol 1e-6, texts
-identical). Phases: dataset, extract, vectors, heads (steering is left out for time; the 2x4
-mesh test covers it in one process; a two-process run of it matched by hand). Process 0 is
-started with the flags (--coordinator_address ...), process 1 with JAX's own environment
-variables (JAX_COORDINATOR_ADDRESS ...): both routes are exercised.
+loses process 1 (SIGKILL) while extract runs, a second loses process 0, the writer, after the
+first model's vectors; a third run of both processes skips the finished stages and computes the
+rest; then every artifact is compared with the one-device run (tests/e2e/runs.py: rtol 1e-3 +
+atol 1e-6, texts identical). Phases: every one of the smoke study of two stand-ins
+(tests/e2e/smoke_config.py: dataset, extract, vectors, alignment, steering, heads, cross_model,
+report). Process 0 is started with the flags (--coordinator_address ...), process 1 with JAX's
+own environment variables (JAX_COORDINATOR_ADDRESS ...): both routes are exercised.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,46 +26,39 @@ from pathlib import Path
 import pytest
 
 from jaxcirc.infra import artifacts
-from tests.e2e.runs import ROOT, compare, run_files
+from tests.e2e.runs import ROOT, compare, free_port, run_files, start_two
 
-PHASES = ("dataset", "extract", "vectors", "heads")
-STAGES = ("dataset", "extract/gpt2-standin", "vectors/gpt2-standin", "heads/gpt2-standin")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+PHASES = (
+    "dataset",
+    "extract",
+    "vectors",
+    "alignment",
+    "steering",
+    "heads",
+    "cross_model",
+    "report",
+)
+STAGES = (
+    "dataset",
+    "extract/gpt2-standin",
+    "vectors/gpt2-standin",
+    "heads/gpt2-standin",
+    "alignment",
+    "cross_model",
+    "report",
+)
 
 
 def _start(workdir: Path, cache: Path) -> list[subprocess.Popen]:
-    """Both processes of one run, started at once; stdout+stderr to <workdir>.p<i>.log."""
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "1"}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    base = [
-        sys.executable,
-        str(ROOT / "scripts" / "run_study.py"),
-        "--config=tests/e2e/gpt2_smoke_config.py",
+    """Both processes of one run of the smoke config on a 2x2 mesh (2 devices each)."""
+    args = [
+        "--config=tests/e2e/smoke_config.py",
         f"--workdir={workdir}",
         f"--config.models.cache_dir={cache}",
-        "--config.mesh.data=2",
         "--config.mesh.model=2",
-        f"--phases={','.join(PHASES)}",
         "--heartbeat_timeout_s=10",  # a dead follower ends the writer in ~10 s, not 100
     ]
-    flags = [f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=0"]
-    env1 = {
-        **env,
-        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-        "JAX_NUM_PROCESSES": "2",
-        "JAX_PROCESS_ID": "1",
-    }
-    procs = []
-    for i, (args, e) in enumerate([(base + flags, env), (base, env1)]):
-        log = open(f"{workdir}.p{i}.log", "ab")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen(args, env=e, cwd=ROOT, stdout=log, stderr=log))
-    return procs
+    return start_two(args, workdir, devices=2)
 
 
 def _log(workdir: Path, i: int) -> str:
@@ -102,7 +95,8 @@ def _kill_after(workdir: Path, cache: Path, stage: str, victim: int, wait: float
 @pytest.fixture(scope="module")
 def killed_then_rerun(one_device_run, tmp_path_factory):
     """One run directory, three runs of both processes: process 1 (a follower) killed while
-    extract runs, process 0 (the writer) killed while heads runs, then a run to the end.
+    extract runs, process 0 (the writer) killed after the first model's vectors, then a run to
+    the end.
     Returns (one-device run, two-process run, {stage: its stamp after the kill that followed
     it}, each kill's exit codes)."""
     one, cache, _ = one_device_run
@@ -123,7 +117,7 @@ def test_two_processes_equal_one_process(killed_then_rerun):
     one, two, _, _ = killed_then_rerun
     names = run_files(one, PHASES)
     assert names == run_files(two, PHASES)
-    assert any(p.parts[0] == "heads" for p in names), names
+    assert set(PHASES) - {"dataset"} <= {p.parts[0] for p in names}, names
     checked = [p for p in names if p.suffix in (".npz", ".json", ".csv", ".txt", ".jsonl")]
     for rel in checked:
         compare(one, two, one / rel)
@@ -154,7 +148,7 @@ def test_each_process_feeds_only_its_rows():
     """models.feed_batch on a 2x2 mesh over two processes: each process's devices hold half
     the batch (process 0 rows 0-5, process 1 rows 6-11: 'data' splits the processes), and a
     compiled call's replicated output is the whole batch's on both."""
-    port = _free_port()
+    port = free_port()
     script = str(ROOT / "tests" / "e2e" / "feed_rows.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [

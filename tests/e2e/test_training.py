@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from jaxcirc.report.format import fmt
+from tests.e2e.runs import COMPARED, compare, run_files, run_two
 
 ROOT = Path(__file__).resolve().parents[2]
 SLUG = "pythia-standin"
@@ -38,14 +39,18 @@ SHRINK = [
 ]
 
 
-def _run(work: Path, cache: Path, *extra: str):
-    args = [
+def _args(work: Path, cache: Path, *extra: str) -> list[str]:
+    return [
         "--config=configs/demo.py:training",
         f"--workdir={work}",
         f"--config.models.cache_dir={cache}",
         *SHRINK,
         *extra,
     ]
+
+
+def _run(work: Path, cache: Path, *extra: str):
+    args = _args(work, cache, *extra)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "0"}
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "run_study.py"), *args],
@@ -144,3 +149,17 @@ def test_a_changed_setting_recomputes_its_stage_and_the_report_only(training, tm
     assert "training pythia-standin" not in out.stderr  # the kept steps come from the cache
     s = json.loads((run / "checkpoints" / SLUG / "summary.json").read_text())
     assert s["config"]["n_boot"] == 60
+
+
+def test_two_processes_equal_one_process(training, tmp_path):
+    """The same study run by two processes on localhost (jax.distributed, one device each, 'data'
+    over both) gives the one-process artifacts within tests/e2e/runs.py's tolerance."""
+    work, cache, _ = training
+    two = tmp_path / "two"
+    run_two(_args(two, cache), two)
+    names = run_files(work, ("dataset", "checkpoints", "report"))
+    assert names == run_files(two, ("dataset", "checkpoints", "report"))
+    assert any(p.parts[0] == "checkpoints" and p.suffix == ".npz" for p in names), names
+    for rel in names:
+        if rel.suffix in COMPARED:
+            compare(work, two, work / rel)

@@ -78,18 +78,3 @@ def test_run_study_flag_error_is_one_line_exit_2(tmp_path):
         "(process 0's address), or set JAX_COORDINATOR_ADDRESS"
     ]
     assert not (tmp_path / "w").exists()
-
-
-def test_phases_not_yet_run_across_processes_are_refused_in_one_line(monkeypatch):
-    """Across processes, a phase not yet proven there is refused before any work, naming it and
-    the --phases that can run; in one process nothing is refused."""
-    from jaxcirc.config_check import PHASES
-
-    distributed.check_phases(PHASES, PHASES)  # one process: every phase
-    monkeypatch.setattr(distributed, "process_count", lambda: 2)
-    distributed.check_phases(("dataset", "extract", "vectors", "heads"), PHASES)
-    with pytest.raises(ValueError) as e:
-        distributed.check_phases(("report", "alignment", "extract", "heads"), PHASES)
-    msg = str(e.value)
-    assert "alignment, report do not run yet" in msg and "--phases=extract,heads" in msg
-    assert "\n" not in msg
