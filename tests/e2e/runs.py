@@ -38,19 +38,19 @@ def mesh_study(workdir: Path, cache: Path, data: int, model: int) -> str:
     return out.stdout
 
 
-def _same(a, b, where: str):
+def _same(a, b, where: str, atol: float = ATOL):
     """Equal JSON values, floats within the tolerance."""
     if isinstance(a, dict):
         assert set(a) == set(b), where
         for k in a:
             if k not in IGNORED:
-                _same(a[k], b[k], f"{where}/{k}")
+                _same(a[k], b[k], f"{where}/{k}", atol)
     elif isinstance(a, list):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same(x, y, f"{where}[{i}]")
+            _same(x, y, f"{where}[{i}]", atol)
     elif isinstance(a, float):
-        np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL, err_msg=where)
+        np.testing.assert_allclose(b, a, rtol=RTOL, atol=atol, err_msg=where)
     else:
         assert a == b, where
 
@@ -62,7 +62,9 @@ def _cell(s: str):
         return s
 
 
-def compare(one: Path, mesh: Path, path: Path) -> None:
+def compare(one: Path, mesh: Path, path: Path, atol: float = ATOL) -> None:
+    """`path` (a file of run `one`) equals its twin in run `mesh`: floats within RTOL and `atol`
+    (ATOL unless a test states why its figures need more), texts identical."""
     other = mesh / path.relative_to(one)
     where = str(path.relative_to(one))
     if path.suffix == ".npz":
@@ -70,17 +72,18 @@ def compare(one: Path, mesh: Path, path: Path) -> None:
         assert x.files == y.files, where
         for k in x.files:
             if x[k].dtype.kind == "f":
-                np.testing.assert_allclose(y[k], x[k], rtol=RTOL, atol=ATOL, err_msg=f"{where} {k}")
+                np.testing.assert_allclose(y[k], x[k], rtol=RTOL, atol=atol, err_msg=f"{where} {k}")
             else:
                 np.testing.assert_array_equal(y[k], x[k], err_msg=f"{where} {k}")
     elif path.suffix == ".json":
-        _same(json.loads(path.read_text()), json.loads(other.read_text()), where)
+        _same(json.loads(path.read_text()), json.loads(other.read_text()), where, atol)
     elif path.suffix == ".csv":
         rows = [list(csv.reader(p.open())) for p in (path, other)]
         _same(
             [[_cell(c) for c in r] for r in rows[0]],
             [[_cell(c) for c in r] for r in rows[1]],
             where,
+            atol,
         )
     elif path.suffix in (".txt", ".jsonl"):
         assert path.read_text() == other.read_text(), where

@@ -32,7 +32,7 @@ def test_mesh_study_equals_one_device(runs):
         if p.is_file() and not p.name.startswith(".")
     }
     checked = [p for p in files if p.suffix in (".npz", ".json", ".csv", ".txt", ".jsonl")]
-    tops = {p.relative_to(one).parts[0] for p in checked}
+    tops = {p.relative_to(one).parts[0] for p in files}
     assert {"extract", "vectors", "alignment", "steering", "heads", "cross_model", "report"} <= tops
     for p in checked:
         compare(one, mesh, p)
