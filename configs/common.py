@@ -40,7 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.language = "en"
 
     c.extract = ml_collections.ConfigDict()
-    c.extract.batch_size = 32  # about this many prompts per forward pass (packed into rows)
+    # About this many prompts per forward pass (packed into rows), or "auto" (sections.batch).
+    c.extract.batch_size = sections.batch(32)
 
     c.vectors = sections.vectors()
     c.alignment = sections.alignment()

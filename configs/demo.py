@@ -91,6 +91,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Cosine and probe CIs: 200 prompt resamples (with 1000 the vectors phase ran for over 9
     # minutes per model on a loaded 2-core machine, not yet profiled).
     c.vectors.n_boot = 200
+    # Fixed batch sizes, not "auto" (jaxcirc.infra.batches): the stand-ins need little memory,
+    # so "auto" would pick its caps (extract 256 prompts a call instead of 32, ...), changing
+    # the demo's packing, its stage keys and its figures in float order.
+    c.extract.batch_size = 32
+    c.steering.batch_rows = 512
+    c.steering.prefill_rows = 256
+    c.heads.batch_size = 32
+    c.heads_generation.batch_rows = 512
     common.lock_sections(c)
 
     if arg in ("smoke", "japanese-smoke"):

@@ -51,6 +51,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         _source("pythia-160m", "EleutherAI/pythia-160m"),
         _source("gpt-neo-125m", "EleutherAI/gpt-neo-125m"),
     ]
+    # Batch sizes from the memory at hand (jaxcirc.infra.batches), logged at the start and kept
+    # in the run's config.json; a whole number instead is used as given.
+    c.extract.batch_size = "auto"
+    c.steering.batch_rows = "auto"
+    c.steering.prefill_rows = "auto"
+    c.heads.batch_size = "auto"
+    c.heads_generation.batch_rows = "auto"
     common.lock_sections(c)
     if arg == "larger":
         larger(c)
@@ -92,7 +99,8 @@ def larger(c):
     layer norms, softmax and the residual sums stay fp32, models.contract), streamed onto the
     devices. Check what fits first: `--dry_run` prints the plan (params and KV cache per
     device, each phase's work and time) and names what does not fit here and the fix (more
-    devices on --config.mesh.model, a smaller steering.batch_rows). The report's study figures
+    devices on --config.mesh.model, fewer models per config); the batch sizes, "auto", follow
+    the memory the params leave (jaxcirc.infra.batches). The report's study figures
     stand beside the study's own three models only (jaxcirc.report.representation)."""
     c.name = "paper, larger models (GPT-2 XL, Pythia-1.4B/2.8B/6.9B, GPT-Neo-1.3B/2.7B)"
     c.models.sources = [

@@ -10,6 +10,14 @@ import ml_collections
 from jaxcirc.data import lexicon
 
 
+def batch(size: int | str) -> ml_collections.FieldReference:
+    """A batch setting (jaxcirc.infra.batches.SETTINGS): a whole number, used as given, or
+    "auto": the largest that fits the memory at hand, chosen before anything is loaded and
+    recorded in the run's config.json. Typed `object` so that either replaces either, in a
+    config file or on the command line (--config.extract.batch_size=auto, or =64)."""
+    return ml_collections.FieldReference(size, field_type=object)
+
+
 def vectors() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # Ways to read a class direction (jaxcirc.core.vectors.METHODS): last real token, the span
@@ -179,9 +187,9 @@ def steering() -> ml_collections.ConfigDict:
     # batch_rows * n_layers * (prompt + new tokens) * d_model * 8 bytes for the caches. The phase
     # fixes one count of each (and one prompt width, a multiple of 8) for all its runs of a
     # model, neutral, real-world and patching alike, so each compiles the same programs
-    # (`jaxcirc.phases.steering.bucket_for`).
-    c.batch_rows = 512
-    c.prefill_rows = 256
+    # (`jaxcirc.phases.steering.bucket_for`). Either may be "auto" (`batch`).
+    c.batch_rows = batch(512)
+    c.prefill_rows = batch(256)
     # Prompt re-runs cover only the slots their longest prompt needs, rounded up to a multiple
     # of window_step: smaller steps do less padded work, but every distinct window is one more
     # compile (~1 s each on the demo stand-ins, where the work saved is smaller than that).
@@ -213,8 +221,9 @@ def heads() -> ml_collections.ConfigDict:
     c.prepend_bos = False
     # Longest prompt in tokens; a longer one raises (never truncated silently).
     c.max_len = 64
-    # Prompts per compiled sweep call (the last batch is padded with copies and trimmed).
-    c.batch_size = 32
+    # Prompts per compiled sweep call (the last batch is padded with copies and trimmed), or
+    # "auto" (`batch`).
+    c.batch_size = batch(32)
     # How head rows run through the later layers: "map" (lax.map over chunks of `chunk` rows
     # folded into the batch). Measured on the 2-core CPU, full-size random GPT-2, 144 heads x 8
     # prompts x 12 tokens, one run (benchmarks/bench_heads.py): map 27.8 s, vmap 29.1 s, fold
@@ -363,8 +372,8 @@ def heads_generation() -> ml_collections.ConfigDict:
     # the ablation's held-out half of a 70-prompt emotion.
     c.max_neutral = 35
     # Rows (head sets x prompts) per generation call: memory is about batch_rows * n_layers *
-    # (prompt + new tokens) * d_model * 8 bytes for the caches.
-    c.batch_rows = 512
+    # (prompt + new tokens) * d_model * 8 bytes for the caches. Or "auto" (`batch`).
+    c.batch_rows = batch(512)
     # Bootstrap resamples over prompts and CI level.
     c.n_boot = 2000
     c.level = 0.95

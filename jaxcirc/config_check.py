@@ -46,6 +46,19 @@ def _int_at_least(cfg, section: str, name: str, low: int) -> None:
         _fail(f"{section}.{name}", v, f"use a whole number >= {low}")
 
 
+def _batch(cfg, section: str, name: str) -> None:
+    """A batch setting (jaxcirc.infra.batches.SETTINGS): a whole number >= 1, or "auto"."""
+    v = cfg[section][name]
+    if v == "auto":
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        _fail(
+            f"{section}.{name}",
+            v,
+            "use a whole number >= 1, or 'auto' (the largest that fits the memory at hand)",
+        )
+
+
 def _level(cfg, section: str, name: str = "level") -> None:
     v = cfg[section][name]
     if not isinstance(v, int | float) or not 0 < v < 1:
@@ -112,7 +125,7 @@ def _top(cfg) -> None:
     if cfg.dataset.set not in ("baseline", "extended"):
         _fail("dataset.set", cfg.dataset.set, "use 'baseline' or 'extended'")
     _one_of(cfg, "dataset", "language", LANGUAGES)
-    _int_at_least(cfg, "extract", "batch_size", 1)
+    _batch(cfg, "extract", "batch_size")
 
 
 def _vectors(cfg) -> None:
@@ -159,8 +172,6 @@ def _steering(cfg) -> None:
         ("min_new_tokens", 0),
         ("n_boot", 1),
         ("samples_per_cell", 0),
-        ("batch_rows", 1),
-        ("prefill_rows", 1),
         ("window_step", 1),
         ("top_k", 0),
         ("n_random_internal", 0),
@@ -186,6 +197,8 @@ def _steering(cfg) -> None:
     _subset(cfg, "steering", "patch_sites", ("resid_pre", "attn_out", "mlp_out"))
     _one_of(cfg, "steering", "patch_positions", ("last", "all"))
     _subset(cfg, "steering", "patch_emotions", EMOTIONAL, empty_ok=True)
+    _batch(cfg, "steering", "batch_rows")
+    _batch(cfg, "steering", "prefill_rows")
 
 
 def _heads(cfg) -> None:
@@ -195,8 +208,9 @@ def _heads(cfg) -> None:
     _one_of(cfg, "heads", "vector_method", _VECTOR_METHODS)
     _one_of(cfg, "heads", "vector_centre", _CENTRES)
     _one_of(cfg, "heads", "strategy", ("fold", "vmap", "map"))
-    for name, low in (("max_len", 1), ("batch_size", 1), ("chunk", 1), ("n_random", 1)):
+    for name, low in (("max_len", 1), ("chunk", 1), ("n_random", 1)):
         _int_at_least(cfg, "heads", name, low)
+    _batch(cfg, "heads", "batch_size")
     _int_at_least(cfg, "heads", "grad_chunk", 1)
     for name, low in (("top_k", 1), ("n_boot", 1), ("n_perm", 1)):
         _int_at_least(cfg, "heads", name, low)
@@ -230,7 +244,7 @@ def _heads_extras(cfg) -> None:
         _subset(cfg, "heads_generation", "kinds", ("zero", "mean"))
         for name, low in (("n_new", 1), ("n_control", 1), ("n_boot", 1), ("top_k", 0)):
             _int_at_least(cfg, "heads_generation", name, low)
-        _int_at_least(cfg, "heads_generation", "batch_rows", 1)
+        _batch(cfg, "heads_generation", "batch_rows")
         _int_at_least(cfg, "heads_generation", "max_neutral", 0)
         _level(cfg, "heads_generation")
 

@@ -32,7 +32,7 @@ from jaxcirc import config_check
 from jaxcirc.data import dataset
 from jaxcirc.data.activations import Activations
 from jaxcirc.data.emotions import EMOTIONAL, NEUTRAL
-from jaxcirc.infra import artifacts, compile_cache, distributed, progress, runlock
+from jaxcirc.infra import artifacts, batches, compile_cache, distributed, progress, runlock
 from jaxcirc.phases import alignment as alignment_phase
 from jaxcirc.phases import checkpoints as checkpoints_phase
 from jaxcirc.phases import cross_language as cross_language_phase
@@ -852,6 +852,7 @@ def run_study(cfg, workdir: str, phases: list[str] | None = None) -> Path:
 
     Raises ValueError (one line) on a bad config, before any work; `Interrupted` on Ctrl-C."""
     config_check.check(cfg)
+    cfg = batches.resolve(cfg, workdir, log)  # "auto" batch sizes, before any stage key
     config_check.check_phases(phases or [], "the phases asked for")
     wanted = set(phases or cfg.phases)
     t0 = time.time()

@@ -107,6 +107,18 @@ def agree(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
+def smallest(values: list[int]) -> list[int]:
+    """Each of `values` at its smallest over the processes (one process: `values`). Used for
+    the batch sizes "auto" picks (jaxcirc.infra.batches): each process fits its own memory,
+    and every process must run (and key its stages) with the same sizes."""
+    if process_count() == 1:
+        return [int(v) for v in values]
+    from jax.experimental import multihost_utils
+
+    every = multihost_utils.process_allgather(np.asarray(values, np.int32))
+    return [int(v) for v in np.min(np.asarray(every).reshape(-1, len(values)), axis=0)]
+
+
 def barrier(name: str) -> None:
     """Every process waits here until all arrive (one process: returns at once)."""
     if process_count() > 1:

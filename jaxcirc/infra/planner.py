@@ -15,7 +15,8 @@ context per token. Activations of one batch: the recorded residual stream of eve
 one layer's attention probabilities and MLP hidden, fp32, split over the mesh. The KV cache:
 2 x n_layers x (prompt + new tokens) x d_model per row in the model's dtype. Time: FLOPs /
 (measured matmul rate, times the devices on an accelerator; CPU devices share the cores): a
-floor, not counting compiles, Python and host statistics.
+floor, not counting compiles, Python and host statistics. Batch settings "auto" are planned at
+the sizes jaxcirc.infra.batches fits to the memory at hand (`batch_bytes` is what it fits).
 """
 
 from __future__ import annotations
@@ -225,6 +226,23 @@ def kv_cache_bytes(s: Shape, rows: int, tokens: int, dtype: str) -> float:
     return 2.0 * c.n_layers * math.ceil(rows / data) * tokens * heads * c.d_head * _BYTES[dtype]
 
 
+def batch_bytes(cfg, s: Shape, p: Prompts, setting: str, batch: int) -> float:
+    """Bytes per device of one batch of `batch` under the batch setting `setting` (one of
+    jaxcirc.infra.batches.SETTINGS, e.g. "steering.batch_rows"): what each phase's work below
+    counts, and what "auto" sizes are fitted against (KV caches in the models section's dtype)."""
+    dtype = str(cfg.models.get("dtype", "float32"))
+    if setting == "extract.batch_size" or setting == "steering.prefill_rows":
+        return activation_bytes(s, batch, p.tokens)
+    if setting == "heads.batch_size":  # `chunk` head rows ride on every prompt of the batch
+        return activation_bytes(s, batch * int(cfg.heads.chunk), p.tokens)
+    if setting == "steering.batch_rows":
+        return kv_cache_bytes(s, batch, p.tokens + int(cfg.steering.max_new_tokens), dtype)
+    if setting == "heads_generation.batch_rows":
+        new = int(cfg.heads_generation.n_new)
+        return kv_cache_bytes(s, batch, p.tokens + new, dtype)
+    raise ValueError(f"{setting!r} is no batch setting; see jaxcirc.infra.batches.SETTINGS")
+
+
 # ---------------------------------------------------------------------------------------------
 # Each phase's work for one model
 
@@ -233,7 +251,7 @@ def extract_work(cfg, s: Shape, p: Prompts, copies: int) -> PhaseWork:
     """Every prompt once forward, for the model and its `copies` random-init controls."""
     n = (p.emotional + p.neutral) * (1 + copies)
     fwd = n * p.tokens
-    batch = activation_bytes(s, int(cfg.extract.batch_size), p.tokens)
+    batch = batch_bytes(cfg, s, p, "extract.batch_size", int(cfg.extract.batch_size))
     return PhaseWork("extract", fwd, 0, 0, fwd * forward_flops(s, p.tokens), batch)
 
 
@@ -246,8 +264,7 @@ def steering_work(cfg, s: Shape, p: Prompts, dtype: str) -> PhaseWork:
     prompts = min(int(sc.max_prompts), p.neutral) + p.realworld
     layers = len(sc.layers) or L
     alphas = sum(float(a) != 0 for a in sc.alphas)
-    dirs = len(EMOTIONAL) + int(sc.n_random_seeds)
-    rows = dirs * layers * alphas * prompts + prompts
+    rows = steering_rows(cfg, L, p)
     new = int(sc.max_new_tokens)
     extra = max(int(sc.n_random_internal), int(sc.n_random_seeds)) - int(sc.n_random_seeds)
     internal = extra * layers * alphas * prompts
@@ -258,9 +275,20 @@ def steering_work(cfg, s: Shape, p: Prompts, dtype: str) -> PhaseWork:
     gen = rows * new
     flops = (fwd - (rows + internal) * p.tokens * (1 - rerun)) * forward_flops(s, p.tokens)
     flops += gen * (forward_flops(s, p.tokens + new) + logit_flops(s))
-    kv = kv_cache_bytes(s, min(int(sc.batch_rows), rows), p.tokens + new, dtype)
-    act = activation_bytes(s, min(int(sc.prefill_rows), rows), p.tokens)
+    kv = batch_bytes(cfg, s, p, "steering.batch_rows", min(int(sc.batch_rows), rows))
+    act = batch_bytes(cfg, s, p, "steering.prefill_rows", min(int(sc.prefill_rows), rows))
     return PhaseWork("steering", fwd, gen, 0, flops, max(kv, act))
+
+
+def steering_rows(cfg, n_layers: int, p: Prompts) -> int:
+    """Rows the steering phase generates for a model of `n_layers`: every (direction, layer,
+    alpha != 0) cell on the neutral and real-world prompts, plus their unsteered runs."""
+    sc = cfg.steering
+    prompts = min(int(sc.max_prompts), p.neutral) + p.realworld
+    layers = len(sc.layers) or n_layers
+    alphas = sum(float(a) != 0 for a in sc.alphas)
+    dirs = len(EMOTIONAL) + int(sc.n_random_seeds)
+    return dirs * layers * alphas * prompts + prompts
 
 
 def heads_work(cfg, s: Shape, p: Prompts) -> PhaseWork:
@@ -275,7 +303,11 @@ def heads_work(cfg, s: Shape, p: Prompts) -> PhaseWork:
     forwards = 1 + ("direct" in methods) + 3 * ("attribution" in methods)
     fwd = n * tokens * forwards + passes * tokens
     flops = n * tokens * forwards * forward_flops(s, tokens) + passes * tokens * per_pass
-    batch = activation_bytes(s, int(hc.batch_size) * int(hc.chunk), tokens)
+    batch = batch_bytes(cfg, s, p, "heads.batch_size", int(hc.batch_size))
+    gen = cfg.get("heads_generation")
+    if gen is not None and gen.get("enabled", True):
+        rows = int(gen.batch_rows)
+        batch = max(batch, batch_bytes(cfg, s, p, "heads_generation.batch_rows", rows))
     return PhaseWork("heads", fwd, 0, passes, flops, batch)
 
 
@@ -289,7 +321,7 @@ def cross_model_work(cfg, s: Shape, p: Prompts, n_models: int, dtype: str) -> Ph
     flops = rows * p.tokens * forward_flops(s, p.tokens) + gen * (
         forward_flops(s, p.tokens + new) + logit_flops(s)
     )
-    kv = kv_cache_bytes(s, min(int(cfg.steering.batch_rows), rows), p.tokens + new, dtype)
+    kv = batch_bytes(cfg, s, p, "steering.batch_rows", min(int(cfg.steering.batch_rows), rows))
     return PhaseWork("cross_model", rows * p.tokens, gen, 0, flops, kv)
 
 
@@ -350,9 +382,14 @@ def load_host_bytes(n_params: int, per_device: float, n_devices: int, cpu: bool,
 def make_plan(cfg, devices=None, strict: bool = True, memory=None) -> Plan:
     """The plan of `cfg` on `devices` (default jax.devices(), the first data x model of them);
     strict: see `model_configs`; memory: (bytes per device, host bytes) instead of what the
-    machine reports (to plan for another machine)."""
+    machine reports (to plan for another machine). Batch settings still "auto" are planned at
+    the sizes `batches.fit_batches` picks for that memory."""
     import jax
 
+    from jaxcirc.infra import batches
+
+    if batches.autos(cfg):
+        cfg, _ = batches.fit_batches(cfg, memory=memory, devices=devices, strict=strict)
     mesh = cfg.get("mesh")
     data, model = (int(mesh.data), int(mesh.model)) if mesh is not None else (1, 1)
     devices = (jax.devices() if devices is None else devices)[: data * model]
@@ -396,7 +433,10 @@ def shortfall(plan: Plan, m: ModelPlan) -> str | None:
     if not m.streamed:
         fixes.append("streamed loading (--config.models.stream=True)")
     if max(p.batch_bytes for p in m.phases) > 0.25 * m.params_bytes_per_device:
-        fixes.append("a smaller batch (extract.batch_size, steering.batch_rows, heads.batch_size)")
+        fixes.append(
+            "a smaller batch (extract.batch_size, steering.batch_rows, heads.batch_size; "
+            "'auto' fits each to the memory at hand)"
+        )
     fixes.append("a machine with more memory" if cpu else "devices with more memory")
     return f"model {m.label!r} does not fit: {need}; use " + ", or ".join(fixes)
 
@@ -405,16 +445,20 @@ def preflight(cfg, dry_run: bool = False) -> tuple[str | None, str | None]:
     """Before any heavy work: the config checked (config_check) and its plan made. Without
     dry_run, raises ValueError (one line naming the fix) when a model does not fit, and
     returns (None, None). With dry_run: (the plan as text, timed by a matmul calibration; the
-    first model's shortfall or None), raising nothing about the fit."""
+    first model's shortfall or None), raising nothing about the fit. Batch settings "auto" are
+    planned at the sizes `batches.fit_batches` picks here, which the text names first."""
     from jaxcirc import config_check
+    from jaxcirc.infra import batches
 
     config_check.check(cfg)
+    cfg, notes = batches.fit_batches(cfg, strict=dry_run)
     plan = make_plan(cfg, strict=dry_run)
     if not dry_run:
         check_fits(plan)
         return None, None
     text = format_plan(plan, calibrate(str(cfg.models.get("dtype", "float32"))))
-    return text, next(iter(problems(plan)), None)
+    notes = notes or [f"batch sizes {batches.as_given(cfg)}"]
+    return "\n".join([*notes, text]), next(iter(problems(plan)), None)
 
 
 def together(plan: Plan) -> str | None:
