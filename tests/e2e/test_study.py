@@ -318,7 +318,6 @@ def _stamp_times(work: Path) -> dict[str, int]:
             "--config.steering.vector_method=sentence_end",
             {"steering/" + s for s in SLUGS} | {"cross_model", "report"},
         ),
-        ("--config.steering.seed=1", {"steering/" + s for s in SLUGS} | {"cross_model", "report"}),
         ("--config.heads.n_boot=150", {"heads/" + s for s in SLUGS} | {"report"}),
         ("--config.alignment.n_perm=4", {"alignment", "cross_model", "report"}),
     ],
@@ -391,8 +390,9 @@ def test_every_setting_is_in_some_phase_key():
 
 
 def test_ctrl_c_stops_within_seconds_and_a_rerun_resumes(smoke, tmp_path):
-    """Two worker threads mid-phase; two Ctrl-Cs: exit 130 within seconds, one message line, no
-    traceback, every stamped stage intact; the same command then finishes."""
+    """Two worker threads mid-phase (one model's steering and heads, removed from the copied
+    run); two Ctrl-Cs: exit 130 within seconds, one message line, no traceback, every stamped
+    stage intact; the same command then finishes (those two stages and the report)."""
     import shutil
     import signal
 
@@ -401,9 +401,8 @@ def test_ctrl_c_stops_within_seconds_and_a_rerun_resumes(smoke, tmp_path):
     work, _, args = smoke
     run = tmp_path / "run"
     shutil.copytree(work, run)
-    for slug in SLUGS:
-        shutil.rmtree(run / "steering" / slug)
-        shutil.rmtree(run / "heads" / slug)
+    shutil.rmtree(run / "steering" / SLUGS[0])
+    shutil.rmtree(run / "heads" / SLUGS[0])
     cmd = [*[a for a in args if not a.startswith("--workdir")], f"--workdir={run}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAXCIRC_QUIET": "0"}
     log = tmp_path / "stderr.txt"
