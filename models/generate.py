@@ -372,27 +372,48 @@ def select(logits, keys, step, sampling: Sampling, eos_id: int | None = None):
 def split_layers(params) -> tuple:
     """The stacked block params as one dict per layer. Slicing inside a compiled call copies every
     layer's weights on every call (~0.3 s per call for GPT-2 small, measured), so a caller that
-    makes many calls slices once and passes these (`layers=` / `weights=` arguments)."""
+    makes many calls slices once and passes these (`layers=` / `weights=` arguments). On one CPU
+    device the slices are views of the stacked arrays, not copies (`_layer_of`)."""
     blocks = params["blocks"]
     n = jax.tree_util.tree_leaves(blocks)[0].shape[0]
-    return tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], blocks) for i in range(n))
+    return tuple(jax.tree_util.tree_map(lambda a, i=i: _layer_of(a, i), blocks) for i in range(n))
+
+
+def _layer_of(a, i: int):
+    """a[i]; for an array on one CPU device, an array over the same memory (no copy).
+
+    Why: `a[i]` copies, so split layers doubled the block weights in memory (5 GB more for
+    Pythia-1.4B in fp32). A layer of a stacked C-order array is contiguous, and jax places a
+    numpy array on the CPU without copying it when it can: the result holds the numpy view,
+    which holds `a`'s buffer (values are immutable on both sides). Elsewhere (accelerators,
+    sharded or traced arrays) it is `a[i]`; if jax copies after all, it is what `a[i]` costs.
+    """
+    if isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array):
+        return a[i]
+    devices = a.devices()
+    if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+        return a[i]
+    host = np.asarray(a)  # numpy reads the CPU buffer in place...
+    if host.ctypes.data != a.unsafe_buffer_pointer():  # ...unless it copied: then a view would
+        return a[i]  # keep a whole copy alive per layer
+    return jax.device_put(host[i], a.sharding) if a.committed else jax.device_put(host[i])
 
 
 def decode_weights(cfg: ModelConfig, params, layers: tuple | None = None) -> dict:
-    """What `decode` multiplies by, laid out for one token per row: "layers", per-layer weights
-    of `_decode_block` (Q, K, V fused), and "W_U" [d_model, d_vocab], the unembedding as a
-    contiguous matrix (a tied model's W_E transposed once: [rows, d] @ [d, vocab] ran ~5-10%
-    faster than contracting with W_E [vocab, d] directly, and the unembedding is about a third
-    of a GPT-2 decode step). Made outside a compiled call, so XLA cannot fold the transpose
-    back into the dot; pass it as `decode(..., weights=)`. layers: `split_layers(params)` where
-    the caller holds it already: the MLP and layer-norm weights are then shared with it, not
-    sliced out a second time (the MLP weights are 0.8 GB of Pythia-410M in fp32)."""
+    """What `decode` multiplies by, made once outside its compiled call: "layers", the per-layer
+    block params (`split_layers`; pass the caller's own as `layers` so none is sliced twice),
+    and "W_U" [d_model, d_vocab], the unembedding as a contiguous matrix (a tied model's W_E
+    transposed once: [rows, d] @ [d, vocab] ran ~5-10% faster than contracting with W_E [vocab,
+    d] directly, and the unembedding is about a third of a GPT-2 decode step). Made outside a
+    compiled call, so XLA cannot fold the transpose back into the dot; pass it as
+    `decode(..., weights=)`.
+
+    Q, K and V are not fused into one matrix: the fused copy was a third of the block weights
+    more in memory (1.6 GB for Pythia-1.4B in fp32) for one matmul instead of three, whose
+    results are bitwise the same and ~1-15% slower as a QKV projection alone (B=200-280 rows,
+    d_model 768-2048, 2-core CPU; the projection is a quarter of a block's matmuls)."""
     w_u = params["embed"]["W_E"].T if cfg.tied_unembed else params["unembed"]["W_U"]
-    layers = split_layers(params) if layers is None else layers
-    return {
-        "layers": tuple(_layer_weights(cfg, p) for p in layers),
-        "W_U": w_u,
-    }
+    return {"layers": split_layers(params) if layers is None else layers, "W_U": w_u}
 
 
 def _logits(cfg: ModelConfig, params, w_u, x):
@@ -406,26 +427,12 @@ def _logits(cfg: ModelConfig, params, w_u, x):
     return unembed(untied, p, x)
 
 
-def _layer_weights(cfg: ModelConfig, p) -> dict:
-    """One layer's params (unstacked) for `_decode_block`, Q, K and V fused into one
-    [d_model, 3*d_model] matrix (one matmul per step instead of three)."""
-    a = p["attn"]
-    d = cfg.d_model
-    w = {"ln1": p["ln1"], "ln2": p["ln2"], "mlp": p["mlp"]}
-    w["W_qkv"] = jnp.concatenate([a["W_Q"], a["W_K"], a["W_V"]], axis=1).reshape(d, 3 * d)
-    if cfg.qkv_bias:
-        w["b_qkv"] = jnp.concatenate([a["b_Q"], a["b_K"], a["b_V"]], axis=0).reshape(3 * d)
-    w["W_O"] = a["W_O"].reshape(d, d)
-    if cfg.out_bias:
-        w["b_O"] = a["b_O"]
-    return w
-
-
 def _decode_block(cfg: ModelConfig, w, x, K, V, slot, pos, allowed, edits: dict):
     """One block for one new token per row: `models.transformer.Block` with a cache in the
     decode layout (see module docstring; the equivalence tests hold it to transformers).
 
-    x: [batch, d_model]; K, V: [batch, head, slots, d_head]; slot: where this token's key goes;
+    w: one layer's block params (`split_layers`). x: [batch, d_model]; K, V: [batch, head,
+    slots, d_head]; slot: where this token's key goes;
     pos: [batch] position ids; allowed: [batch, slots] keys this query may see. edits: this
     layer's slices of resid_add / head_scale / head_mean / neuron_scale / neuron_mean.
     Returns (resid_post [batch, d_model], K, V).
@@ -435,11 +442,15 @@ def _decode_block(cfg: ModelConfig, w, x, K, V, slot, pos, allowed, edits: dict)
     if edits.get("resid_add") is not None:
         x = x + jnp.broadcast_to(edits["resid_add"], x.shape).astype(x.dtype)
     ln1 = LayerNorm(c.ln_eps).apply({"params": w["ln1"]}, x)
-    qkv = ln1 @ w["W_qkv"]
-    if c.qkv_bias:
-        qkv = qkv + w["b_qkv"]
-    qkv = qkv.reshape(b, 3, h, e)
-    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    a = w["attn"]
+
+    def project(name):  # W_[QKV] [d_model, head, d_head] -> [batch, head, d_head]
+        y = ln1 @ a["W_" + name].reshape(-1, h * e)  # the reshape is free in a compiled call
+        if c.qkv_bias:
+            y = y + a["b_" + name].reshape(h * e)
+        return y.reshape(b, h, e)
+
+    q, k, v = project("Q"), project("K"), project("V")
     if c.positional == "rotary":
         q = rotary(q[:, None], pos[:, None], c.rotary_dim, c.rotary_base)[:, 0]
         k = rotary(k[:, None], pos[:, None], c.rotary_dim, c.rotary_base)[:, 0]
@@ -457,9 +468,9 @@ def _decode_block(cfg: ModelConfig, w, x, K, V, slot, pos, allowed, edits: dict)
         s = jnp.broadcast_to(edits["head_scale"], (b, h))[..., None].astype(z.dtype)
         mean = edits.get("head_mean")
         z = s * z if mean is None else s * z + (1 - s) * mean.astype(z.dtype)
-    attn_out = z.reshape(b, h * e) @ w["W_O"]
+    attn_out = z.reshape(b, h * e) @ a["W_O"].reshape(h * e, -1)  # W_O [head, d_head, d_model]
     if c.out_bias:
-        attn_out = attn_out + w["b_O"]
+        attn_out = attn_out + a["b_O"]
     mlp = MLP(c)
     mlp_edits = {n: a for n, a in edits.items() if n.startswith("neuron_")}
     ln2 = LayerNorm(c.ln_eps)
@@ -506,10 +517,35 @@ def decode(
     step (see `Generation`). weights: `decode_weights(cfg, params)`, made once outside the
     compiled call (else made inside, where XLA may fold its transpose away).
     """
+    args = (edits, sampling, keys, vocab_ids, proj_dirs, eos_id, return_logits, weights)
+    return decode_with_caches(cfg, params, state, max_new_tokens, *args)[0]
+
+
+def decode_with_caches(
+    cfg: ModelConfig,
+    params,
+    state: Prefilled,
+    max_new_tokens: int,
+    edits: Edits | None = None,
+    sampling: Sampling = GREEDY,
+    keys=None,
+    vocab_ids=None,
+    proj_dirs=None,
+    eos_id: int | None = None,
+    return_logits: bool = False,
+    weights: dict | None = None,
+) -> tuple[Generation, tuple]:
+    """`decode`, also returning the caches as its loop leaves them (per layer (K, V) [batch,
+    head, slots, d_head], every slot but the last written).
+
+    Why: a compiled caller that donates `state.caches` and returns these gets them back in the
+    same buffers, and the loop then updates its input in place. Without an output to alias, XLA
+    copies the (read-only) input caches into the loop's carry: two copies of the caches alive
+    instead of one. The caller can refill the returned buffers for its next batch.
+    """
     check_step_edits(edits, cfg.n_layers)
     if sampling.temperature > 0 and keys is None:
         raise ValueError("sampling needs keys; pass keys=row_keys(seed, row_ids)")
-    b = state.logits.shape[0]
     slots = state.key_valid.shape[1]
     start = slots - (max_new_tokens - 1)  # slot of the first new token
     if start < 1:
@@ -518,7 +554,7 @@ def decode(
     fields = {}
     if edits is not None:
         fields = {n: getattr(edits, n) for n in LAYER_EDIT_FIELDS if getattr(edits, n) is not None}
-    # Sliced and fused once, outside the loop.
+    # Sliced once, outside the loop.
     if weights is None:
         weights = decode_weights(cfg, params)
     layer_w, w_u = weights["layers"], weights["W_U"]
@@ -545,22 +581,30 @@ def decode(
         return (tuple(new), nxt), (nxt, cols, proj, logits if return_logits else None)
 
     steps = jnp.arange(1, max_new_tokens)
-    _, (toks, cols, proj, logits) = jax.lax.scan(body, (state.caches, tok0), steps)
+    (caches, _), (toks, cols, proj, logits) = jax.lax.scan(body, (state.caches, tok0), steps)
 
-    def join(first, rest):  # first [batch, ...], rest [new-1, batch, ...] -> [batch, new, ...]
-        if first is None:
-            return None
-        return jnp.concatenate([first[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
-
-    tokens = join(tok0, toks)
+    tokens = _join(tok0, toks)
     last_logits = None
     if return_logits:
         last_logits = state.logits if max_new_tokens == 1 else logits[-1]
-    eos_at = jnp.full((b,), -1, jnp.int32)
-    if eos_id is not None:
-        hit = tokens == eos_id
-        eos_at = jnp.where(hit.any(1), jnp.argmax(hit, axis=1), -1).astype(jnp.int32)
-    return Generation(tokens, eos_at, join(cols0, cols), join(proj0, proj), last_logits)
+    eos_at = _first_eos(tokens, eos_id)
+    gen = Generation(tokens, eos_at, _join(cols0, cols), _join(proj0, proj), last_logits)
+    return gen, caches
+
+
+def _join(first, rest):
+    """first [batch, ...] (None: None), rest [new-1, batch, ...] -> [batch, new, ...]."""
+    if first is None:
+        return None
+    return jnp.concatenate([first[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
+
+
+def _first_eos(tokens, eos_id: int | None):
+    """[batch] int32 index of the first `eos_id` in tokens [batch, new]; -1 if none or no id."""
+    if eos_id is None:
+        return jnp.full(tokens.shape[:1], -1, jnp.int32)
+    hit = tokens == eos_id
+    return jnp.where(hit.any(1), jnp.argmax(hit, axis=1), -1).astype(jnp.int32)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 import models
 from models import Edits, Record
 from models import hf_reference as ref
-from models.generate import GREEDY, Sampling, generate
+from models.generate import GREEDY, Sampling, generate, split_layers
 
 FAMILIES = ["gpt2", "gpt_neox", "gpt_neo"]
 NEW = 10
@@ -240,3 +241,17 @@ def test_eos_recorded_and_bad_input(tiny):
     with pytest.raises(ValueError, match="temperature"):
         Sampling(temperature=-1.0)
     assert GREEDY.temperature == 0
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="views of host memory: CPU only")
+def test_split_layers_share_the_stacked_weights(tiny):
+    """On one CPU device each layer's params are views of the stacked arrays (no second copy of
+    the block weights, 5 GB for Pythia-1.4B in fp32), equal to slicing them."""
+    blocks = tiny.params["blocks"]
+    for i, layer in enumerate(split_layers(tiny.params)):
+        leaves = zip(
+            jax.tree_util.tree_leaves(blocks), jax.tree_util.tree_leaves(layer), strict=True
+        )
+        for a, b in leaves:
+            assert np.shares_memory(np.asarray(a), np.asarray(b))
+            np.testing.assert_array_equal(np.asarray(b), np.asarray(a[i]))
