@@ -1,5 +1,6 @@
-"""Run in its own process (the device count is fixed when jax starts): the head sweep and a
-steering sweep of tiny random models of each family on a 2x4 (data x model) mesh of 8 forced
+"""Run in its own process (the device count is fixed when jax starts): the head sweep, a
+steering sweep and the MLP-neuron sweep (the heads phase's neuron extra) of tiny random models
+of each family on a 2x4 (data x model) mesh of 8 forced
 host devices, against the same calls on one device."""
 
 import os
@@ -10,7 +11,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import models  # noqa: E402
-from jaxcirc.core import heads, steering  # noqa: E402
+from jaxcirc.core import heads, neurons, steering  # noqa: E402
 from models import EngineSettings, Readout  # noqa: E402
 from models.sharding import make_mesh, shard_params  # noqa: E402
 
@@ -32,10 +33,18 @@ for family in ("gpt2", "gpt_neox", "gpt_neo"):
 
     want_sweep = heads.head_sweep(cfg, m.params, ids, mask, z_ref)
     want_steer = steering.steering_sweep(cfg, m.params, ids, mask, grid, settings, readout)
+    neuron_sweep = jax.jit(neurons.neuron_sweep, static_argnums=(0, 5, 6))
+    picks = ((cfg.n_layers - 1, 2), (0, 1), (0, 3))  # unordered: results keep this order
+    mu = 0.2 * rng.standard_normal((cfg.n_layers, cfg.d_mlp)).astype(np.float32)
+    refs = np.stack([np.zeros_like(mu), mu])
+    want_neurons = neuron_sweep(cfg, m.params, ids, mask, refs, picks, 2)
     sharded = shard_params(m.params, mesh)
     with jax.set_mesh(mesh):
         got_sweep = heads.head_sweep(cfg, sharded, ids, mask, z_ref)
         got_steer = steering.steering_sweep(cfg, sharded, ids, mask, grid, settings, readout)
+        got_neurons = neuron_sweep(cfg, sharded, ids, mask, refs, picks, 2)
+    for w, g in zip(want_neurons, got_neurons, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
     assert len(got_sweep[0].sharding.device_set) == 8, got_sweep[0].sharding
     for w, g in zip(want_sweep, got_sweep, strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
