@@ -151,6 +151,9 @@ def test_cross_language_needs_its_section_and_japanese_prompts():
         config_check.check(c)
 
 
+# Slow (left out of `make test`, ~90 s on 2 cores, which would push CI past 15 minutes): the
+# other phases' two-process tests share its code paths; this adds the English models' load.
+@pytest.mark.slow
 def test_english_vs_japanese_across_two_processes_equals_one_process(run, tmp_path):
     """`--phases=cross_language` run by two processes on localhost (jax.distributed, one device
     each, 'data' over both; the English models placed on the mesh too) gives the one-process
