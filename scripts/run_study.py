@@ -81,9 +81,9 @@ _DRY_RUN = flags.DEFINE_bool(
 def dry_run(cfg) -> None:
     """--dry_run: the plan printed, nothing loaded; exit 2 with one line when a model cannot
     fit on the devices at hand."""
-    from jaxcirc.infra import planner
+    from jaxcirc.infra import batches
 
-    text, problem = cli.run_or_exit(lambda: planner.preflight(cfg, dry_run=True))
+    text, problem = cli.run_or_exit(lambda: batches.preflight(cfg, dry_run=True))
     print(text)
     if problem:
         cli.fail(problem)
@@ -101,14 +101,14 @@ def main(argv):
         )
     )
     from jaxcirc import study
-    from jaxcirc.infra import planner
+    from jaxcirc.infra import batches
 
     if _DRY_RUN.value:
         if _CONFIG.value is None:
             cli.fail("--config is required, e.g. --config=configs/paper.py")
         return dry_run(_CONFIG.value)
     cfg = cli.require_config(_CONFIG.value, _WORKDIR.value)
-    cli.run_or_exit(lambda: planner.preflight(cfg))  # before anything is loaded
+    cli.run_or_exit(lambda: batches.preflight(cfg))  # before anything is loaded
     out = cli.run_or_exit(lambda: study.run_study(cfg, _WORKDIR.value, _PHASES.value))
     if out.name == "report.md":
         print(f"report: {out}")

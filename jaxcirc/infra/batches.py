@@ -3,6 +3,7 @@ given: the user's choice) or "auto", which becomes a whole number here, from the
 before any model is loaded and before any stage key is made:
 
     cfg, notes = fit_batches(cfg)        # a copy with every "auto" resolved; notes: one line
+    preflight(cfg, dry_run=False)        # fitted, planned, refused in one line if it cannot fit
     cfg = resolve(cfg, workdir, log)     # the same for a run (jaxcirc.study.run_study)
 
 The rule: an "auto" setting becomes the largest of 1, 2, 4, ... and its cap whose bytes per
@@ -232,6 +233,26 @@ def resolve(cfg, workdir=None, log=None, memory=None, devices=None):
     for line in notes:
         (log or print)(line)
     return out
+
+
+def preflight(cfg, dry_run: bool = False) -> tuple[str | None, str | None]:
+    """Before any heavy work: the config checked (config_check), its "auto" batch sizes
+    fitted (`fit_batches`) and its plan made (planner.make_plan). Without dry_run, raises
+    ValueError (one line naming the fix) when a model does not fit, and returns (None, None).
+    With dry_run: (the plan as text, timed by a matmul calibration, after a line naming the
+    batch sizes; the first model's shortfall or None), raising nothing about the fit."""
+    from jaxcirc import config_check
+    from jaxcirc.infra import planner
+
+    config_check.check(cfg)
+    cfg, notes = fit_batches(cfg, strict=dry_run)
+    plan = planner.make_plan(cfg, strict=dry_run)
+    if not dry_run:
+        planner.check_fits(plan)
+        return None, None
+    text = planner.format_plan(plan, planner.calibrate(str(cfg.models.get("dtype", "float32"))))
+    notes = notes or [f"batch sizes {as_given(cfg)}"]
+    return "\n".join([*notes, text]), next(iter(planner.problems(plan)), None)
 
 
 def _recorded(workdir) -> dict | None:

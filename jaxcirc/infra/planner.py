@@ -382,14 +382,10 @@ def load_host_bytes(n_params: int, per_device: float, n_devices: int, cpu: bool,
 def make_plan(cfg, devices=None, strict: bool = True, memory=None) -> Plan:
     """The plan of `cfg` on `devices` (default jax.devices(), the first data x model of them);
     strict: see `model_configs`; memory: (bytes per device, host bytes) instead of what the
-    machine reports (to plan for another machine). Batch settings still "auto" are planned at
-    the sizes `batches.fit_batches` picks for that memory."""
+    machine reports (to plan for another machine). Batch settings must be whole numbers:
+    jaxcirc.infra.batches resolves "auto" (and plans through this function)."""
     import jax
 
-    from jaxcirc.infra import batches
-
-    if batches.autos(cfg):
-        cfg, _ = batches.fit_batches(cfg, memory=memory, devices=devices, strict=strict)
     mesh = cfg.get("mesh")
     data, model = (int(mesh.data), int(mesh.model)) if mesh is not None else (1, 1)
     devices = (jax.devices() if devices is None else devices)[: data * model]
@@ -439,26 +435,6 @@ def shortfall(plan: Plan, m: ModelPlan) -> str | None:
         )
     fixes.append("a machine with more memory" if cpu else "devices with more memory")
     return f"model {m.label!r} does not fit: {need}; use " + ", or ".join(fixes)
-
-
-def preflight(cfg, dry_run: bool = False) -> tuple[str | None, str | None]:
-    """Before any heavy work: the config checked (config_check) and its plan made. Without
-    dry_run, raises ValueError (one line naming the fix) when a model does not fit, and
-    returns (None, None). With dry_run: (the plan as text, timed by a matmul calibration; the
-    first model's shortfall or None), raising nothing about the fit. Batch settings "auto" are
-    planned at the sizes `batches.fit_batches` picks here, which the text names first."""
-    from jaxcirc import config_check
-    from jaxcirc.infra import batches
-
-    config_check.check(cfg)
-    cfg, notes = batches.fit_batches(cfg, strict=dry_run)
-    plan = make_plan(cfg, strict=dry_run)
-    if not dry_run:
-        check_fits(plan)
-        return None, None
-    text = format_plan(plan, calibrate(str(cfg.models.get("dtype", "float32"))))
-    notes = notes or [f"batch sizes {batches.as_given(cfg)}"]
-    return "\n".join([*notes, text]), next(iter(problems(plan)), None)
 
 
 def together(plan: Plan) -> str | None:

@@ -15,7 +15,7 @@ import pytest
 
 import models
 from configs import paper
-from jaxcirc.infra import planner
+from jaxcirc.infra import batches, planner
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -90,19 +90,25 @@ def _pythia(name: str, dtype: str, stream: bool):
     return cfg
 
 
+def _plan(cfg, memory):
+    """The plan at the batch sizes fitted to `memory` (paper's are "auto")."""
+    fitted, _ = batches.fit_batches(cfg, memory=memory, strict=True)
+    return planner.make_plan(fitted, memory=memory)
+
+
 def test_too_large_model_named_with_its_fixes_and_a_fitting_one_passes():
     """On a pretend 6 GiB CPU machine: Pythia-1B loaded whole in fp32 needs 8 bytes a param
     while converting (about 7.5 GiB): refused, naming bf16 and streamed loading; in bf16,
     streamed, it fits (2 GiB of params, a batch under 1.5 GiB). Pythia-12B fits neither way."""
     memory = (6 * GIB, 6 * GIB)
-    whole = planner.make_plan(_pythia("pythia-1b", "float32", False), memory=memory)
+    whole = _plan(_pythia("pythia-1b", "float32", False), memory)
     with pytest.raises(ValueError, match="does not fit") as e:
         planner.check_fits(whole)
     msg = str(e.value)
     assert "\n" not in msg and "pythia-1b" in msg
     assert "--config.models.dtype=bfloat16" in msg and "--config.models.stream=True" in msg
-    streamed = planner.make_plan(_pythia("pythia-1b", "bfloat16", True), memory=memory)
+    streamed = _plan(_pythia("pythia-1b", "bfloat16", True), memory)
     planner.check_fits(streamed)
-    big = planner.make_plan(_pythia("pythia-12b", "bfloat16", True), memory=memory)
+    big = _plan(_pythia("pythia-12b", "bfloat16", True), memory)
     with pytest.raises(ValueError, match="pythia-12b"):
         planner.check_fits(big)
