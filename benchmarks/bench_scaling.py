@@ -68,7 +68,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _folder(name: str) -> _Path:
+def checkpoint_folder(name: str) -> _Path:
     return _Path(FLAGS.workdir) / f"{name}-{FLAGS.dtype}"
 
 
@@ -83,7 +83,7 @@ def _sizes() -> dict:
     }
 
 
-def _inputs(cfg) -> dict:
+def workload_inputs(cfg) -> dict:
     """The same inputs for both sides: extraction prompts (right-padded), steering prompts
     (left-padded, study lengths), head prompts, the steered layers, heads and directions."""
     from benchmarks import bench_extraction, bench_steering
@@ -145,7 +145,7 @@ def run_jaxcirc(folder: _Path) -> dict:
     jax.block_until_ready(m.params)
     out["load_s"], out["rss_after_load_mib"] = time.perf_counter() - t, _peak_rss_mib()
     cfg, params = m.config, m.params
-    x = _inputs(cfg)
+    x = workload_inputs(cfg)
 
     fwd = bench_extraction.residuals_fn(m)
     batches = [(x["ids"][i : i + 16], x["mask"][i : i + 16]) for i in range(0, len(x["ids"]), 16)]
@@ -218,7 +218,7 @@ def run_transformers(folder: _Path) -> dict:
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).eval()
     out["load_s"], out["rss_after_load_mib"] = time.perf_counter() - t, _peak_rss_mib()
     cfg = models.config_from_hf(json.loads((folder / "config.json").read_text()))
-    x = _inputs(cfg)
+    x = workload_inputs(cfg)
     ids, mask = torch.as_tensor(x["ids"], dtype=torch.long), torch.as_tensor(x["mask"])
 
     def extract():
@@ -305,10 +305,10 @@ def save(name: str) -> None:
     model = transformers.AutoModelForCausalLM.from_config(config)
     if FLAGS.dtype == "bfloat16":
         model = model.to(torch.bfloat16)
-    model.save_pretrained(str(_folder(name)), max_shard_size="500MB")
+    model.save_pretrained(str(checkpoint_folder(name)), max_shard_size="500MB")
 
 
-def _sub(role: str, name: str, *extra: str) -> dict | None:
+def run_role(role: str, name: str, *extra: str) -> dict | None:
     argv = [a for a in _sys.argv[1:] if not a.startswith(("--role", "--model="))]
     cmd = [_sys.executable, "-m", "benchmarks.bench_scaling", *argv, f"--role={role}",
            f"--model={name}", *extra]  # fmt: skip
@@ -335,18 +335,18 @@ def main_role() -> None:
     print(f"machine: {common.machine()}; dtype {FLAGS.dtype}; sizes {_sizes()}", flush=True)
     rows = []
     for name in FLAGS.models:
-        folder = _folder(name)
+        folder = checkpoint_folder(name)
         if not (folder / "config.json").is_file():
             t = time.perf_counter()
-            if _sub("save", name) is None:
+            if run_role("save", name) is None:
                 continue
             print(f"{name}: random checkpoint saved in {time.perf_counter() - t:.0f} s", flush=True)
-        a = _sub("jaxcirc", name)
+        a = run_role("jaxcirc", name)
         if a is None:
             continue
         scales = folder / "scales.json"
         scales.write_text(json.dumps(a["scales"]))
-        b = _sub("transformers", name, f"--scales_json={scales}")
+        b = run_role("transformers", name, f"--scales_json={scales}")
         if b is None:
             continue
         print(f"{name}: {_check(a, b)}; peaks XLA {a['peak_gflops']:.0f}, torch "
@@ -394,7 +394,7 @@ def main(argv):
     if FLAGS.role == "save":
         return save(FLAGS.model)
     run = run_jaxcirc if FLAGS.role == "jaxcirc" else run_transformers
-    print(json.dumps(run(_folder(FLAGS.model))))
+    print(json.dumps(run(checkpoint_folder(FLAGS.model))))
 
 
 if __name__ == "__main__":

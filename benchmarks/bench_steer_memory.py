@@ -75,7 +75,7 @@ def measure(folder: _Path) -> dict:
         str(folder), stream=True, dtype=FLAGS.dtype, with_tokenizer=False, use_param_cache=False
     )
     cfg, params = m.config, jax.block_until_ready(m.params)
-    x = bench_scaling._inputs(cfg)
+    x = bench_scaling.workload_inputs(cfg)
     norms = steering.typical_resid_norms(cfg, params, x["s_ids"], x["s_mask"])
     grid = _grid(x, (0.125 * norms).astype(np.float32))
     settings = EngineSettings(x["new"], GREEDY, 0)
@@ -100,9 +100,9 @@ def measure(folder: _Path) -> dict:
 
 def main(argv):
     del argv
-    folder = bench_scaling._folder(FLAGS.model)
+    folder = bench_scaling.checkpoint_folder(FLAGS.model)
     if not (folder / "config.json").is_file():  # saved by a process of its own: torch's memory
-        if bench_scaling._sub("save", FLAGS.model) is None:  # would stay in this one's RSS
+        if bench_scaling.run_role("save", FLAGS.model) is None:  # would stay in this one's RSS
             raise SystemExit(f"could not save {FLAGS.model}")
     print(json.dumps(measure(folder)))
 
