@@ -27,18 +27,10 @@ from pathlib import Path
 import pytest
 
 from jaxcirc.infra import artifacts
+from tests.e2e import smoke_config
 from tests.e2e.runs import ROOT, compare, free_port, run_files, start_two
 
-PHASES = (
-    "dataset",
-    "extract",
-    "vectors",
-    "alignment",
-    "steering",
-    "heads",
-    "cross_model",
-    "report",
-)
+PHASES = tuple(smoke_config.get_config().phases)  # every phase the run below runs
 STAGES = (
     "dataset",
     "extract/gpt2-standin",
